@@ -1,0 +1,105 @@
+"""One run's configuration: defaults here, overridden by a YAML file, then by --key=value."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "../shared/data/flickr8k"  # dataset folder or COCO captions JSON
+    output: str = "runs/efficientnet_lite0"  # run folder: features, checkpoints, ONNX, reports
+    encoder: str = "efficientnet_lite0"  # key of gamelab_export.encoders.ENCODERS
+    encoder_weights: str | None = None  # None: offline weights that packages ship
+    train_split: str = "train"  # Flickr8k split names; ignored for COCO JSON
+    dev_split: str = "dev"  # model selection and early stopping only
+    test_split: str = "test"  # reported, never tuned on
+    max_train_images: int | None = None  # cap for smoke tests; None = all
+    vocab_min_count: int = 5  # rarer words map to <unk>: ~2,900 words on Flickr8k
+    vocab_max_words: int = 5000  # the original tutorial keeps the top 5,000
+    max_words: int = 20  # caption length cap (words) in training and decoding
+    embedding_dim: int = 256  # word embedding and projected image feature width
+    units: int = 512  # GRU state width
+    attention_dim: int = 512  # Bahdanau attention hidden width
+    dropout: float = 0.3  # before the output layers
+    attention_penalty: float = 1.0  # doubly stochastic attention (Show, Attend and Tell)
+    label_smoothing: float = 0.0
+    batch_size: int = 64
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.8  # learning rate multiplied by this each epoch the dev loss stalls
+    patience: int = 3  # epochs without dev improvement before stopping
+    max_steps_per_epoch: int | None = None  # cap for smoke tests
+    seed: int = 0
+    feature_batch_size: int = 32  # images per encoder call during feature extraction
+    beam_size: int = 3  # evaluation and bundle default
+    length_penalty: float = 0.7  # score = log_prob / length ** length_penalty
+    calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
+    eval_images: int | None = None  # cap on test images for smoke tests; None = all
+    bundle_name: str | None = None  # default: encoder name with "-" (efficientnet-lite0)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _parse_value(name: str, annotation: str, raw: object) -> object:
+    """Turn a YAML value or a command-line string into the field's declared type."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
+        if type(None) in options:
+            return None
+        raise ValueError(f"{name} cannot be None")
+    for option in options:
+        if option is type(None):
+            continue
+        if option is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("true", "1", "yes"):
+                return True
+            if str(raw).lower() in ("false", "0", "no"):
+                return False
+            continue
+        if option is int and isinstance(raw, float):
+            continue
+        try:
+            return option(raw)
+        except (TypeError, ValueError):
+            continue
+    raise ValueError(f"{name}={raw!r} is not a valid {annotation}")
+
+
+def load_config(yaml_path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults, then a YAML file, then ``--key=value`` overrides; unknown keys are refused."""
+    known = {f.name: f for f in fields(TrainConfig)}
+    values: dict[str, object] = {}
+    if yaml_path is not None:
+        import yaml
+
+        loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{yaml_path}: expected a mapping of config keys")
+        values.update(loaded)
+    for item in overrides:
+        key, sep, raw = item.removeprefix("--").partition("=")
+        if not sep:
+            raise ValueError(f"Override {item!r} must look like --key=value")
+        values[key.replace("-", "_")] = raw
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown config keys: {', '.join(unknown)}; expected: {', '.join(known)}")
+    parsed = {k: _parse_value(k, str(known[k].type), v) for k, v in values.items()}
+    return TrainConfig(**parsed)

@@ -1,0 +1,98 @@
+"""TensorFlow -> ONNX for the three graphs of a bundle (names and shapes: see the SDK's
+captioner.py). ``tf2onnx.convert.from_function`` is used because ``from_keras`` breaks on
+Keras 3; tf2onnx names tensors after TF ops, so inputs and outputs are renamed afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+def _rename_io(model, inputs: list[str], outputs: list[str]) -> None:
+    """Give graph inputs/outputs the contract's names, in order, fixing every reference."""
+    graph = model.graph
+    renames = {}
+    for value, name in zip(graph.input, inputs, strict=True):
+        renames[value.name] = name
+    for value, name in zip(graph.output, outputs, strict=True):
+        renames[value.name] = name
+    for value in [*graph.input, *graph.output]:
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+
+
+def _convert(function, signature, inputs: list[str], outputs: list[str], path: Path) -> Path:
+    import onnx
+    import tf2onnx
+
+    model, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET)
+    _rename_io(model, inputs, outputs)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    logger.info("Wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+def encoder_function(encoder, spec):
+    """The encoder graph as a tf.function: image -> features (N, L, D), embedding (N, D)."""
+    import tensorflow as tf
+
+    locations = spec.grid[0] * spec.grid[1]
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *spec.image.size, 3), tf.float32)])
+    def encode(image):
+        feature_map = encoder(image, training=False)  # (N, h, w, D)
+        features = tf.reshape(feature_map, (-1, locations, spec.feature_dim))  # (N, L, D)
+        return features, tf.reduce_mean(features, axis=1)  # pooled embedding for search
+
+    return encode
+
+
+def decoder_functions(decoder, locations: int, feature_dim: int):
+    """decoder_init and decoder_step as tf.functions over the trained Keras decoder."""
+    import tensorflow as tf
+
+    memory_width = decoder.project.units
+    key_width = decoder.attention_keys.units
+    units = decoder.gru.units
+
+    @tf.function(input_signature=[tf.TensorSpec((None, locations, feature_dim), tf.float32)])
+    def init(features):
+        return decoder.initial_state(features)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec((None,), tf.int64),
+        tf.TensorSpec((None, units), tf.float32),
+        tf.TensorSpec((None, locations, memory_width), tf.float32),
+        tf.TensorSpec((None, locations, key_width), tf.float32),
+    ])
+    def step(token, hidden, memory, keys):
+        logits, next_hidden, attention = decoder.step(token, hidden, memory, keys)
+        return tf.nn.log_softmax(logits), next_hidden, attention
+
+    return init, step
+
+
+def export_encoder(encoder, spec, path: str | Path) -> Path:
+    function = encoder_function(encoder, spec)
+    return _convert(function, function.input_signature, ["image"],
+                    ["features", "embedding"], Path(path))
+
+
+def export_decoder(decoder, locations: int, feature_dim: int, folder: str | Path
+                   ) -> tuple[Path, Path]:
+    folder = Path(folder)
+    init, step = decoder_functions(decoder, locations, feature_dim)
+    init_path = _convert(init, init.input_signature, ["features"],
+                         ["memory", "keys", "hidden"], folder / "decoder_init.onnx")
+    step_path = _convert(step, step.input_signature, ["token", "hidden", "memory", "keys"],
+                         ["log_probs", "next_hidden", "attention"], folder / "decoder_step.onnx")
+    return init_path, step_path

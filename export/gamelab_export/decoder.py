@@ -1,0 +1,83 @@
+"""Bahdanau-attention GRU decoder (Show, Attend and Tell with a GRU), in Keras.
+
+Unlike the TensorFlow tutorial this carries the GRU state from step to step (the tutorial
+resets it every step) and starts it from the mean image feature. The three methods
+``initial_state``, ``step`` and ``call`` are exactly what the ONNX graphs of a bundle run:
+``decoder_init`` = initial_state, ``decoder_step`` = step.
+
+Shapes: N batch, L image locations, D encoder channels, E embedding_dim, A attention_dim,
+U units, V vocabulary size, T caption length.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class CaptionDecoder(keras.Model):
+    """Args:
+    vocab_size: V, including the special tokens (pad id 0).
+    embedding_dim: E, width of word embeddings and of projected image features.
+    units: U, GRU state width.
+    attention_dim: A, Bahdanau attention width.
+    dropout: dropout rate before the output layers.
+    """
+
+    def __init__(self, vocab_size: int, embedding_dim: int = 256, units: int = 512,
+                 attention_dim: int = 512, dropout: float = 0.3, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.project = keras.layers.Dense(embedding_dim, activation="relu", name="project")
+        self.init_hidden = keras.layers.Dense(units, activation="tanh", name="init_hidden")
+        self.attention_keys = keras.layers.Dense(attention_dim, name="attention_keys")
+        self.attention_query = keras.layers.Dense(attention_dim, name="attention_query")
+        self.attention_score = keras.layers.Dense(1, name="attention_score")
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.gru = keras.layers.GRUCell(units, name="gru")
+        self.dropout = keras.layers.Dropout(dropout)
+        self.deep_output = keras.layers.Dense(embedding_dim, activation="tanh", name="deep_output")
+        self.logits = keras.layers.Dense(vocab_size, name="logits")
+
+    def initial_state(self, features):
+        """features (N, L, D) -> memory (N, L, E), keys (N, L, A), hidden (N, U)."""
+        memory = self.project(features)  # (N, L, E)
+        keys = self.attention_keys(memory)  # (N, L, A): fixed per image, computed once
+        hidden = self.init_hidden(tf.reduce_mean(features, axis=1))  # (N, U)
+        return memory, keys, hidden
+
+    def step(self, token, hidden, memory, keys, training=False):
+        """One word: token (N,), hidden (N, U) -> logits (N, V), hidden (N, U), attention (N, L)."""
+        query = self.attention_query(hidden)[:, None, :]  # (N, 1, A)
+        scores = self.attention_score(tf.tanh(keys + query))[:, :, 0]  # (N, L)
+        attention = tf.nn.softmax(scores, axis=-1)  # (N, L)
+        context = tf.reduce_sum(attention[:, :, None] * memory, axis=1)  # (N, E)
+        embedded = self.embedding(token)  # (N, E)
+        gru_input = tf.concat([embedded, context], axis=-1)  # (N, 2E)
+        output, new_hidden = self.gru(gru_input, [hidden], training=training)
+        new_hidden = new_hidden[0] if isinstance(new_hidden, (list, tuple)) else new_hidden
+        deep = self.deep_output(
+            tf.concat([self.dropout(output, training=training), context], axis=-1)
+        )  # (N, E)
+        logits = self.logits(self.dropout(deep, training=training))  # (N, V)
+        return logits, new_hidden, attention
+
+    def call(self, inputs, training=False):
+        """Teacher forcing. inputs = (features (N, L, D), tokens (N, T)) -> logits (N, T, V),
+        attention (N, T, L): token t predicts token t + 1."""
+        features, tokens = inputs
+        memory, keys, hidden = self.initial_state(features)
+        all_logits, all_attention = [], []
+        for t in range(tokens.shape[1]):  # static unroll: T is fixed per run
+            logits, hidden, attention = self.step(tokens[:, t], hidden, memory, keys, training)
+            all_logits.append(logits)
+            all_attention.append(attention)
+        return tf.stack(all_logits, axis=1), tf.stack(all_attention, axis=1)
+
+
+def build_decoder(config, vocab_size: int, feature_dim: int, locations: int) -> CaptionDecoder:
+    """A decoder with its weights created (called once on zeros)."""
+    decoder = CaptionDecoder(vocab_size, config.embedding_dim, config.units,
+                             config.attention_dim, config.dropout)
+    decoder((tf.zeros((1, locations, feature_dim)), tf.zeros((1, 2), tf.int64)))
+    return decoder

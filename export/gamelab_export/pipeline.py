@@ -1,0 +1,205 @@
+"""The stages of a run. Each reads the previous stage's files from the run folder, skips
+itself when its own outputs exist (so a stopped run resumes), and can be forced to redo.
+
+    prepare -> features -> train -> export -> quantize -> bundle -> evaluate
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gamelab_caption.bundle import write_manifest
+from gamelab_caption.version import __version__
+from gamelab_caption.vocabulary import SPECIAL_TOKENS, Vocabulary
+
+from .config import TrainConfig
+from .data import load_dataset
+from .encoders import encoder_spec
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("prepare", "features", "train", "export", "quantize", "bundle", "evaluate")
+GRAPH_FILES = {"encoder": "encoder.onnx", "decoder_init": "decoder_init.onnx",
+               "decoder_step": "decoder_step.onnx"}
+FLICKR8K_LICENCE = ("Flickr8k: research use only (University of Illinois terms); images "
+                    "belong to their Flickr authors. Models trained on it are research artefacts.")
+
+
+def _splits(config: TrainConfig) -> dict:
+    """examples per split; the train split capped by max_train_images for smoke runs."""
+    result = {}
+    for role, split in (("train", config.train_split), ("dev", config.dev_split),
+                        ("test", config.test_split)):
+        examples, report = load_dataset(config.data, split)
+        logger.info("%s", report.summary())
+        if role == "train" and config.max_train_images:
+            examples = examples[:config.max_train_images]
+        if role != "train" and config.eval_images:
+            examples = examples[:config.eval_images]
+        result[role] = (examples, report)
+    return result
+
+
+def bundle_name(config: TrainConfig) -> str:
+    return config.bundle_name or config.encoder.replace("_", "-")
+
+
+def prepare(config: TrainConfig, force: bool = False) -> None:
+    folder = config.run_dir
+    vocab_path = folder / "vocab.json"
+    if vocab_path.exists() and not force:
+        logger.info("prepare: %s exists, skipping", vocab_path)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = _splits(config)
+    train_examples = splits["train"][0]
+    vocabulary = Vocabulary.build(
+        (c for e in train_examples for c in e.captions),
+        min_count=config.vocab_min_count, max_words=config.vocab_max_words,
+    )
+    vocabulary.save(vocab_path)
+    config.save(folder / "config.json")
+    (folder / "data_report.json").write_text(json.dumps(
+        {role: report.summary() for role, (_, report) in splits.items()}, indent=1) + "\n")
+    logger.info("prepare: %d words in the vocabulary", len(vocabulary))
+
+
+def features(config: TrainConfig, force: bool = False, progress: bool = True) -> dict:
+    from .features import extract_features
+
+    result = {}
+    for role, (examples, _) in _splits(config).items():
+        result[role] = (examples, extract_features(
+            examples, role, config.run_dir / "features", config.encoder,
+            config.encoder_weights, config.feature_batch_size, progress=progress))
+    return result
+
+
+def train(config: TrainConfig, force: bool = False, progress: bool = True) -> dict:
+    from .train import train as train_decoder
+
+    sets = features(config, progress=progress)
+    vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
+    return train_decoder(config, vocabulary, sets["train"], sets["dev"], progress=progress)
+
+
+def _trained_decoder(config: TrainConfig):
+    from .train import load_trained_decoder
+
+    spec = encoder_spec(config.encoder)
+    vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
+    return load_trained_decoder(config, vocabulary, spec.feature_dim,
+                                spec.grid[0] * spec.grid[1])
+
+
+def export(config: TrainConfig, force: bool = False) -> None:
+    from .convert import export_decoder, export_encoder
+    from .encoders import build_encoder
+
+    folder = config.run_dir / "onnx"
+    if all((folder / f).exists() for f in GRAPH_FILES.values()) and not force:
+        logger.info("export: %s holds the ONNX graphs, skipping", folder)
+        return
+    spec = encoder_spec(config.encoder)
+    export_encoder(build_encoder(config.encoder, config.encoder_weights), spec,
+                   folder / GRAPH_FILES["encoder"])
+    export_decoder(_trained_decoder(config), spec.grid[0] * spec.grid[1], spec.feature_dim,
+                   folder)
+
+
+def quantize(config: TrainConfig, force: bool = False) -> None:
+    from .quantize import calibration_sample, quantize_decoder, quantize_encoder
+
+    folder = config.run_dir / "onnx"
+    targets = {g: folder / f.replace(".onnx", ".int8.onnx") for g, f in GRAPH_FILES.items()}
+    if all(t.exists() for t in targets.values()) and not force:
+        logger.info("quantize: INT8 graphs exist, skipping")
+        return
+    spec = encoder_spec(config.encoder)
+    train_examples, _ = load_dataset(config.data, config.train_split)
+    calibration = calibration_sample([e.path for e in train_examples],
+                                     config.calibration_images, config.seed)
+    quantize_encoder(folder / GRAPH_FILES["encoder"], targets["encoder"], calibration,
+                     spec.image)
+    for graph in ("decoder_init", "decoder_step"):
+        quantize_decoder(folder / GRAPH_FILES[graph], targets[graph])
+
+
+def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -> dict:
+    spec = encoder_spec(config.encoder)
+    return {
+        "name": bundle_name(config),
+        "description": f"{spec.name} encoder + Bahdanau-attention GRU decoder, {precision}",
+        "precision": precision,
+        "encoder": {"name": spec.name, "image": spec.image.to_dict(), "grid": list(spec.grid),
+                    "feature_dim": spec.feature_dim},
+        "graphs": dict(GRAPH_FILES),
+        "vocabulary": "vocab.json",
+        "special_tokens": list(SPECIAL_TOKENS),
+        "decoding": {"max_length": config.max_words, "length_penalty": config.length_penalty,
+                     "beam_size": config.beam_size},
+        "provenance": {
+            "training_data": str(config.data),
+            "training_data_licence": FLICKR8K_LICENCE,
+            "encoder_weights": spec.weights_source if config.encoder_weights is None
+            else str(config.encoder_weights),
+            "encoder_weights_licence": spec.licence,
+            "toolchain": f"gamelab-caption-sdk {__version__}",
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "config": config.to_dict(),
+        "metrics": metrics or [],
+    }
+
+
+def bundle_dirs(config: TrainConfig) -> dict[str, Path]:
+    root = config.run_dir / "bundles"
+    return {"fp32": root / f"{bundle_name(config)}-fp32", "int8": root / bundle_name(config)}
+
+
+def bundle(config: TrainConfig, force: bool = False, metrics: list[dict] | None = None) -> None:
+    onnx_folder = config.run_dir / "onnx"
+    for precision, folder in bundle_dirs(config).items():
+        if (folder / "manifest.json").exists() and not force and metrics is None:
+            logger.info("bundle: %s exists, skipping", folder)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        for graph, name in GRAPH_FILES.items():
+            source = name if precision == "fp32" else name.replace(".onnx", ".int8.onnx")
+            shutil.copyfile(onnx_folder / source, folder / name)
+        shutil.copyfile(config.run_dir / "vocab.json", folder / "vocab.json")
+        write_manifest(folder, _manifest(config, precision, metrics))
+        logger.info("bundle: wrote %s", folder)
+
+
+def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
+    from .evaluate import evaluate_bundle, evaluate_tensorflow, write_report
+
+    report = config.run_dir / "eval" / "metrics.json"
+    if report.exists() and not force:
+        logger.info("evaluate: %s exists, skipping", report)
+        return json.loads(report.read_text())
+    sets = features(config)
+    test_examples, test_features = sets["test"]
+    vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
+    rows = evaluate_tensorflow(_trained_decoder(config), test_features.features,
+                               vocabulary, test_examples, config.max_words,
+                               config.length_penalty)
+    for precision, folder in bundle_dirs(config).items():
+        rows += evaluate_bundle(folder, f"ONNX {precision.upper()}", test_examples)
+    write_report(rows, config.run_dir / "eval")
+    bundle(config, metrics=rows)  # the measured table goes into both manifests
+    return rows
+
+
+def run_all(config: TrainConfig, force: bool = False) -> None:
+    prepare(config, force)
+    train(config, force)
+    export(config, force)
+    quantize(config, force)
+    bundle(config, force)
+    evaluate(config, force)

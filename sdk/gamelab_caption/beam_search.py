@@ -1,0 +1,163 @@
+"""Batched beam search in numpy over any single-step decoder.
+
+It knows nothing about ONNX: the caller passes a ``step`` function. All live beams of all
+unfinished images advance together in one ``step`` call per time step.
+
+Shapes: B images, K = beam_size, A active (unfinished) images, R = A * K decoder rows,
+V vocabulary size, U hidden width, L attention locations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+# step(tokens (R,), hidden (R, U), image_rows (R,)) -> log_probs (R, V), hidden (R, U),
+# attention (R, L). image_rows[r] is the index of the image that row r decodes.
+StepFunction = Callable[[np.ndarray, np.ndarray, np.ndarray],
+                        tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decoded sequence.
+
+    Attributes:
+        tokens: word ids, without ``<start>`` and ``<end>``.
+        score: log-probability divided by ``length ** length_penalty``.
+        log_prob: total log-probability, ``<end>`` included when finished.
+        finished: whether the sequence ended with ``<end>`` before ``max_length``.
+        attention: (steps, L) attention weights per generated token, when kept.
+    """
+
+    tokens: tuple[int, ...]
+    score: float
+    log_prob: float
+    finished: bool
+    attention: np.ndarray | None = None
+
+
+def normalise(log_prob: float, length: int, length_penalty: float) -> float:
+    return log_prob / (max(length, 1) ** length_penalty)
+
+
+def beam_search(
+    step: StepFunction,
+    hidden: np.ndarray,
+    *,
+    start_id: int,
+    end_id: int,
+    beam_size: int = 3,
+    max_length: int = 20,
+    length_penalty: float = 0.0,
+    keep_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Decode every image of a batch.
+
+    Args:
+        step: the decoder, one token per row per call (see ``StepFunction``).
+        hidden: (B, U) initial decoder state of each image.
+        start_id, end_id: ids of ``<start>`` and ``<end>``.
+        beam_size: beams kept per image; 1 is greedy decoding.
+        max_length: most tokens generated per caption, ``<end>`` included.
+        length_penalty: alpha in ``score = log_prob / length ** alpha``; 0 ranks by log_prob.
+        keep_attention: keep each hypothesis's attention weights.
+
+    Returns:
+        For each image, its hypotheses best first: the finished ones, or, when none finished
+        within ``max_length``, the unfinished beams.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    batch, width = hidden.shape
+    k = beam_size
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    active = np.arange(batch)  # (A,) original index of each unfinished image
+    hidden = np.repeat(hidden, k, axis=0)  # (R, U)
+    tokens = np.full((batch, k, 0), start_id, dtype=np.int64)  # (A, K, t) words so far
+    log_probs = np.full((batch, k), -np.inf)  # (A, K); only beam 0 is live at the start
+    log_probs[:, 0] = 0.0
+    attention_history: np.ndarray | None = None  # (A, K, t, L)
+
+    for t in range(max_length):
+        last = tokens[:, :, -1] if t else np.full((len(active), k), start_id, dtype=np.int64)
+        image_rows = np.repeat(active, k)  # (R,)
+        step_log_probs, hidden, attention = step(last.reshape(-1), hidden, image_rows)
+        vocab = step_log_probs.shape[1]
+        candidates = log_probs[:, :, None] + step_log_probs.reshape(len(active), k, vocab)
+        flat = candidates.reshape(len(active), k * vocab)  # (A, K*V)
+        # Best 2K per image: enough that K survive even if K of them end here.
+        n_best = min(2 * k, flat.shape[1])
+        best = np.argsort(-flat, axis=1, kind="stable")[:, :n_best]  # (A, 2K)
+        if keep_attention:
+            attention = attention.reshape(len(active), k, -1)  # (A, K, L)
+            if attention_history is None:
+                attention_history = np.zeros((len(active), k, 0, attention.shape[-1]))
+            attention_history = np.concatenate([attention_history, attention[:, :, None]], 2)
+
+        keep_images, new_rows, new_tokens, new_log_probs = [], [], [], []
+        for a, image in enumerate(active):
+            rows, words, scores = [], [], []
+            for flat_index in best[a]:
+                score = flat[a, flat_index]
+                if not np.isfinite(score):
+                    break
+                beam, word = int(flat_index // vocab), int(flat_index % vocab)
+                if word == end_id:
+                    if len(finished[image]) < k:
+                        finished[image].append(Hypothesis(
+                            tokens=tuple(int(x) for x in tokens[a, beam]),
+                            score=normalise(score, t + 1, length_penalty),
+                            log_prob=float(score),
+                            finished=True,
+                            attention=None if attention_history is None
+                            else attention_history[a, beam].copy(),
+                        ))
+                elif len(rows) < k:
+                    rows.append(beam)
+                    words.append(word)
+                    scores.append(score)
+                if len(rows) == k and len(finished[image]) >= k:
+                    break
+            if len(finished[image]) >= k or not rows:
+                continue  # this image is done
+            while len(rows) < k:  # too few live candidates (tiny vocabularies): pad, dead
+                rows.append(rows[0])
+                words.append(words[0])
+                scores.append(-np.inf)
+            keep_images.append(a)
+            new_rows.append(a * k + np.asarray(rows))
+            new_tokens.append(np.concatenate([tokens[a, rows], np.asarray(words)[:, None]], 1))
+            new_log_probs.append(scores)
+
+        if not keep_images:
+            active = active[:0]
+            break
+        keep = np.asarray(keep_images)
+        rows = np.concatenate(new_rows)  # (R',) rows of the previous step each beam extends
+        hidden = hidden[rows]
+        tokens = np.stack(new_tokens)  # (A', K, t + 1)
+        log_probs = np.asarray(new_log_probs, dtype=np.float64)
+        if attention_history is not None:
+            attention_history = attention_history.reshape(-1, *attention_history.shape[2:])
+            attention_history = attention_history[rows].reshape(len(keep), k, t + 1, -1)
+        active = active[keep]
+
+    for a, image in enumerate(active):  # ran out of steps
+        if finished[image]:
+            continue
+        for beam in range(k):
+            if np.isfinite(log_probs[a, beam]):
+                finished[image].append(Hypothesis(
+                    tokens=tuple(int(x) for x in tokens[a, beam]),
+                    score=normalise(log_probs[a, beam], tokens.shape[2], length_penalty),
+                    log_prob=float(log_probs[a, beam]),
+                    finished=False,
+                    attention=None if attention_history is None
+                    else attention_history[a, beam].copy(),
+                ))
+    return [sorted(h, key=lambda h: -h.score) for h in finished]

@@ -1,0 +1,234 @@
+"""Captioner: load a bundle's three ONNX graphs once, then caption images with beam search.
+
+Graph contract (names are fixed; shapes: N images, R decoder rows, L = grid_h * grid_w):
+    encoder:      image (N, H, W, 3) float32 -> features (N, L, D), embedding (N, D)
+    decoder_init: features (N, L, D) -> memory (N, L, E), keys (N, L, A), hidden (N, U)
+    decoder_step: token (R,) int64, hidden (R, U), memory (R, L, E), keys (R, L, A)
+                  -> log_probs (R, V), next_hidden (R, U), attention (R, L)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .beam_search import Hypothesis, beam_search
+from .bundle import DEFAULT_MODEL, Bundle, load_bundle
+from .errors import BundleError, ImageError
+from .preprocessing import DEFAULT_MAX_PIXELS, ImageInput, preprocess
+
+ENCODER_BATCH = 16  # images per encoder call: bounds peak memory on big batches
+_PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    """The caption of one image.
+
+    Attributes:
+        text: the caption, without special tokens; "" when nothing was decoded or on error.
+        tokens: the caption's words.
+        score: length-normalised log-probability of the caption (higher is better).
+        alternatives: the other finished beams as (text, score), best first.
+        attention: None, or (steps, grid_h, grid_w) attention weights when asked for.
+        error: in ``caption_batch``, the ImageError of an unusable input; else None.
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    score: float
+    alternatives: tuple[tuple[str, float], ...] = ()
+    attention: np.ndarray | None = None
+    error: ImageError | None = None
+
+
+def _select_providers(requested: Sequence[str] | None) -> list[str]:
+    available = ort.get_available_providers()
+    if requested is None:
+        return [p for p in _PREFERRED_PROVIDERS if p in available]
+    unknown = [p for p in requested if p not in available]
+    if unknown:
+        raise ValueError(
+            f"Execution providers not available: {', '.join(unknown)}; "
+            f"expected some of: {', '.join(available)}"
+        )
+    return list(requested)
+
+
+class Captioner:
+    """Caption images with a model bundle on ONNX Runtime.
+
+    Sessions are created once in the constructor; a Captioner can be shared by threads.
+
+    Args:
+        model: a bundled model name (see ``bundled_models()``) or a bundle folder.
+        providers: ONNX Runtime execution providers in order of preference; default CUDA
+            when onnxruntime-gpu is installed, else CPU. ``self.providers`` shows those in use.
+        threads: intra-op threads per session; default lets ONNX Runtime choose.
+        max_pixels: larger images are refused with ImageError (decompression-bomb guard).
+
+    Raises:
+        BundleError: the bundle is missing, corrupt or cannot be loaded by ONNX Runtime.
+        ValueError: a requested provider is not available.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.bundle: Bundle = load_bundle(model)
+        self.max_pixels = max_pixels
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # ORT warnings about unused initialisers are noise here
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        chosen = _select_providers(providers)
+        self._sessions = {}
+        for graph in ("encoder", "decoder_init", "decoder_step"):
+            path = self.bundle.graph_path(graph)
+            try:
+                self._sessions[graph] = ort.InferenceSession(
+                    str(path), sess_options=options, providers=chosen
+                )
+            except Exception as error:  # ORT raises its own untyped errors for bad files
+                raise BundleError(f"ONNX Runtime cannot load {path}: {error}") from None
+        # ORT falls back to CPU silently when a provider fails: report what really runs.
+        self.providers: list[str] = self._sessions["encoder"].get_providers()
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the encoder on preprocessed pixels (N, H, W, 3).
+
+        Returns:
+            features (N, L, D) and the L2-normalised pooled embedding (N, D).
+        """
+        features, embeddings = [], []
+        for start in range(0, len(pixels), ENCODER_BATCH):
+            chunk = pixels[start:start + ENCODER_BATCH]
+            feature, embedding = self._sessions["encoder"].run(
+                ["features", "embedding"], {"image": chunk}
+            )
+            features.append(feature)
+            embeddings.append(embedding)
+        embedding = np.concatenate(embeddings)
+        norms = np.linalg.norm(embedding, axis=1, keepdims=True)
+        return np.concatenate(features), embedding / np.maximum(norms, 1e-12)
+
+    def caption(
+        self,
+        image: ImageInput,
+        *,
+        beam_size: int = 3,
+        max_length: int | None = None,
+        return_attention: bool = False,
+    ) -> CaptionResult:
+        """Caption one image.
+
+        Args:
+            image: a path, bytes, binary file object, PIL image or uint8 HxWx3 RGB array.
+            beam_size: beams kept; 1 is greedy decoding.
+            max_length: most words per caption; default from the bundle.
+            return_attention: fill ``result.attention`` with (steps, grid_h, grid_w) weights.
+
+        Raises:
+            ImageError: the image is unusable.
+        """
+        pixels = preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels)
+        return self._caption_pixels(pixels[None], beam_size, max_length, return_attention)[0]
+
+    def caption_batch(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        beam_size: int = 3,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        strict: bool = False,
+    ) -> list[CaptionResult]:
+        """Caption many images: one batched encoder run, one decoder call per step for all.
+
+        An unusable image does not stop the batch: its result has ``text == ""`` and the
+        ImageError in ``result.error`` (with ``strict=True`` the first one is raised instead).
+        Arguments are as in ``caption``.
+        """
+        pixels, errors = [], {}
+        for index, image in enumerate(images):
+            try:
+                pixels.append(preprocess(image, self.bundle.image_spec,
+                                         max_pixels=self.max_pixels))
+            except ImageError as error:
+                if strict:
+                    raise
+                errors[index] = error
+        decoded = iter(
+            self._caption_pixels(np.stack(pixels), beam_size, max_length, return_attention)
+            if pixels else []
+        )
+        return [
+            CaptionResult(text="", tokens=(), score=float("-inf"), error=errors[index])
+            if index in errors else next(decoded)
+            for index in range(len(images))
+        ]
+
+    def _caption_pixels(self, pixels: np.ndarray, beam_size: int, max_length: int | None,
+                        return_attention: bool) -> list[CaptionResult]:
+        if max_length is None:
+            max_length = self.bundle.max_length
+        features, _ = self.encode(pixels)
+        memory, keys, hidden = self._sessions["decoder_init"].run(
+            ["memory", "keys", "hidden"], {"features": features}
+        )
+        tiled: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # per call: thread-safe
+
+        def step(tokens: np.ndarray, state: np.ndarray, image_rows: np.ndarray):
+            cache_key = image_rows.tobytes()
+            if cache_key not in tiled:  # the rows only change when an image finishes
+                tiled.clear()
+                tiled[cache_key] = (memory[image_rows], keys[image_rows])
+            row_memory, row_keys = tiled[cache_key]
+            return self._sessions["decoder_step"].run(
+                ["log_probs", "next_hidden", "attention"],
+                {"token": tokens.astype(np.int64), "hidden": state,
+                 "memory": row_memory, "keys": row_keys},
+            )
+
+        vocabulary = self.bundle.vocabulary
+        hypotheses = beam_search(
+            step, hidden,
+            start_id=vocabulary.start_id, end_id=vocabulary.end_id,
+            beam_size=beam_size, max_length=max_length + 1,  # + 1 for <end>
+            length_penalty=self.bundle.length_penalty, keep_attention=return_attention,
+        )
+        return [self._to_result(h, return_attention) for h in hypotheses]
+
+    def _to_result(self, hypotheses: list[Hypothesis], return_attention: bool) -> CaptionResult:
+        if not hypotheses:
+            return CaptionResult(text="", tokens=(), score=float("-inf"))
+        best, *others = hypotheses
+        words = self.bundle.vocabulary.decode(best.tokens)
+        attention = None
+        if return_attention and best.attention is not None:
+            attention = best.attention.astype(np.float32).reshape(-1, *self.bundle.grid)
+        return CaptionResult(
+            text=words,
+            tokens=tuple(words.split()),
+            score=float(best.score),
+            alternatives=tuple(
+                (self.bundle.vocabulary.decode(h.tokens), float(h.score)) for h in others
+            ),
+            attention=attention,
+        )

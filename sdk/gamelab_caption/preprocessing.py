@@ -1,0 +1,193 @@
+"""Image loading and normalisation, shared by serving and by the training toolchain.
+
+Every pixel the encoder sees, in training or in production, goes through this module, so
+the two can never drift apart. Parameters (size, resize filter, mean/std) come from the
+bundle manifest, never from constants duplicated elsewhere.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+_RESIZE_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_BACKGROUND = (255, 255, 255)
+
+ImageInput = Union[str, os.PathLike, bytes, IO[bytes], Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How an encoder wants its pixels.
+
+    Attributes:
+        size: (height, width) the image is resized to; aspect ratio is not kept, as in training.
+        resize: Pillow filter name, one of bilinear, bicubic, nearest, lanczos.
+        mean: per-channel value subtracted from 0..255 RGB.
+        std: per-channel divisor applied after the mean.
+    """
+
+    size: tuple[int, int]
+    resize: str = "bilinear"
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+
+    def __post_init__(self) -> None:
+        if self.resize not in _RESIZE_FILTERS:
+            raise ValueError(
+                f"Invalid resize method {self.resize!r}, expected one of: "
+                + ", ".join(sorted(_RESIZE_FILTERS))
+            )
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> ImageSpec:
+        return cls(
+            size=tuple(spec["size"]),
+            resize=spec.get("resize", "bilinear"),
+            mean=tuple(spec["mean"]),
+            std=tuple(spec["std"]),
+        )
+
+    def to_dict(self) -> dict:
+        return {"size": list(self.size), "resize": self.resize,
+                "mean": list(self.mean), "std": list(self.std)}
+
+
+def _describe(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return f"'{os.fspath(source)}'"
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def _open(source: object) -> Image.Image:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"Image file not found: {_describe(source)}")
+        return Image.open(path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("Image bytes are empty")
+        return Image.open(io.BytesIO(bytes(source)))
+    if hasattr(source, "read"):
+        return Image.open(source)
+    raise ImageError(
+        f"Unsupported image input type {type(source).__name__}; expected a path, bytes, "
+        "a binary file object, a PIL.Image.Image or a uint8 HxWx3 numpy array"
+    )
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise ImageError(f"Image array must be uint8, got {array.dtype}")
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"Image array must have shape HxWx3 (RGB), got {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB; transparency is composited on white, not on black."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit greyscale: scale the real range to 0..255 instead of clipping.
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        grey = ((values - low) * scale).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode any supported input into an upright RGB Pillow image.
+
+    Args:
+        source: a path, bytes, a binary file object, a PIL image or a uint8 HxWx3 RGB array.
+        max_pixels: images with more pixels are refused (decompression-bomb guard).
+
+    Returns:
+        An RGB ``PIL.Image.Image`` with EXIF orientation applied; first frame if animated.
+
+    Raises:
+        ImageError: the input is not a usable image; the message names the input.
+    """
+    if isinstance(source, np.ndarray):
+        image = _from_array(source)
+    elif isinstance(source, Image.Image):
+        image = source
+    else:
+        try:
+            with warnings.catch_warnings():
+                # Pillow only warns between MAX_IMAGE_PIXELS and 2x; we check ourselves below.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = _open(source)
+        except ImageError:
+            raise
+        except Image.DecompressionBombError as error:
+            raise ImageError(f"Image {_describe(source)} is too large: {error}") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise ImageError(
+                f"Cannot read {_describe(source)} as an image: {error}"
+            ) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"Image {_describe(source)} has {width}x{height} = {width * height:,} pixels, "
+            f"more than the limit of {max_pixels:,}"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"Image {_describe(source)} is empty ({width}x{height})")
+    try:
+        image.seek(0)  # animated GIF/WebP/APNG: first frame
+    except (AttributeError, EOFError):
+        pass
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"Image {_describe(source)} is corrupt or truncated: {error}") from None
+
+
+def to_pixels(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """Resize and normalise one RGB image.
+
+    Returns:
+        float32 array (H, W, 3), channels last, as the encoders take it.
+    """
+    height, width = spec.size
+    resized = image.resize((width, height), _RESIZE_FILTERS[spec.resize])
+    pixels = np.asarray(resized, dtype=np.float32)  # (H, W, 3) in 0..255
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return (pixels - mean) / std
+
+
+def preprocess(source: ImageInput, spec: ImageSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> np.ndarray:
+    """``load_image`` then ``to_pixels``: the one path from user input to encoder input."""
+    return to_pixels(load_image(source, max_pixels=max_pixels), spec)
