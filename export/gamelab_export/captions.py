@@ -9,8 +9,9 @@ from gamelab_caption.vocabulary import Vocabulary
 from .data import Example
 
 
-def encode_captions(examples: list[Example], vocabulary: Vocabulary, max_words: int,
-                    skip: set[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+def encode_captions(
+    examples: list[Example], vocabulary: Vocabulary, max_words: int, skip: set[str] = frozenset()
+) -> tuple[np.ndarray, np.ndarray]:
     """Every caption of every usable image.
 
     Returns:

@@ -14,8 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gamelab-export",
         description="Train and package captioning models: "
-                    + " -> ".join(pipeline.STAGES) + "; 'all' runs them in order. "
-                    "Any TrainConfig field can be set with --key=value.",
+        + " -> ".join(pipeline.STAGES)
+        + "; 'all' runs them in order. "
+        "Any TrainConfig field can be set with --key=value.",
     )
     parser.add_argument("stage", choices=[*pipeline.STAGES, "all"])
     parser.add_argument("--config", help="YAML file of TrainConfig fields")

@@ -68,12 +68,14 @@ def decoder_functions(decoder, locations: int, feature_dim: int):
     def init(features):
         return decoder.initial_state(features)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec((None,), tf.int64),
-        tf.TensorSpec((None, units), tf.float32),
-        tf.TensorSpec((None, locations, memory_width), tf.float32),
-        tf.TensorSpec((None, locations, key_width), tf.float32),
-    ])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None,), tf.int64),
+            tf.TensorSpec((None, units), tf.float32),
+            tf.TensorSpec((None, locations, memory_width), tf.float32),
+            tf.TensorSpec((None, locations, key_width), tf.float32),
+        ]
+    )
     def step(token, hidden, memory, keys):
         logits, next_hidden, attention = decoder.step(token, hidden, memory, keys)
         return tf.nn.log_softmax(logits), next_hidden, attention
@@ -83,16 +85,28 @@ def decoder_functions(decoder, locations: int, feature_dim: int):
 
 def export_encoder(encoder, spec, path: str | Path) -> Path:
     function = encoder_function(encoder, spec)
-    return _convert(function, function.input_signature, ["image"],
-                    ["features", "embedding"], Path(path))
+    return _convert(
+        function, function.input_signature, ["image"], ["features", "embedding"], Path(path)
+    )
 
 
-def export_decoder(decoder, locations: int, feature_dim: int, folder: str | Path
-                   ) -> tuple[Path, Path]:
+def export_decoder(
+    decoder, locations: int, feature_dim: int, folder: str | Path
+) -> tuple[Path, Path]:
     folder = Path(folder)
     init, step = decoder_functions(decoder, locations, feature_dim)
-    init_path = _convert(init, init.input_signature, ["features"],
-                         ["memory", "keys", "hidden"], folder / "decoder_init.onnx")
-    step_path = _convert(step, step.input_signature, ["token", "hidden", "memory", "keys"],
-                         ["log_probs", "next_hidden", "attention"], folder / "decoder_step.onnx")
+    init_path = _convert(
+        init,
+        init.input_signature,
+        ["features"],
+        ["memory", "keys", "hidden"],
+        folder / "decoder_init.onnx",
+    )
+    step_path = _convert(
+        step,
+        step.input_signature,
+        ["token", "hidden", "memory", "keys"],
+        ["log_probs", "next_hidden", "attention"],
+        folder / "decoder_step.onnx",
+    )
     return init_path, step_path

@@ -24,8 +24,15 @@ class CaptionDecoder(keras.Model):
     dropout: dropout rate before the output layers.
     """
 
-    def __init__(self, vocab_size: int, embedding_dim: int = 256, units: int = 512,
-                 attention_dim: int = 512, dropout: float = 0.3, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int = 256,
+        units: int = 512,
+        attention_dim: int = 512,
+        dropout: float = 0.3,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
         self.project = keras.layers.Dense(embedding_dim, activation="relu", name="project")
@@ -77,7 +84,8 @@ class CaptionDecoder(keras.Model):
 
 def build_decoder(config, vocab_size: int, feature_dim: int, locations: int) -> CaptionDecoder:
     """A decoder with its weights created (called once on zeros)."""
-    decoder = CaptionDecoder(vocab_size, config.embedding_dim, config.units,
-                             config.attention_dim, config.dropout)
+    decoder = CaptionDecoder(
+        vocab_size, config.embedding_dim, config.units, config.attention_dim, config.dropout
+    )
     decoder((tf.zeros((1, locations, feature_dim)), tf.zeros((1, 2), tf.int64)))
     return decoder

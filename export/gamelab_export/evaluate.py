@@ -28,35 +28,50 @@ def _decoding(beam_size: int) -> str:
     return "greedy" if beam_size == 1 else f"beam {beam_size}"
 
 
-def _row(model: str, beam_size: int, examples: list[Example], captions: list[str],
-         seconds: float) -> dict:
+def _row(
+    model: str, beam_size: int, examples: list[Example], captions: list[str], seconds: float
+) -> dict:
     references = {e.image_id: list(e.captions) for e in examples}
     candidates = dict(zip((e.image_id for e in examples), captions, strict=True))
     scores = score_captions(references, candidates)
-    row = {"model": model, "decoding": _decoding(beam_size), **scores,
-           "images": len(examples), "seconds": round(seconds, 1), "example": captions[0]}
+    row = {
+        "model": model,
+        "decoding": _decoding(beam_size),
+        **scores,
+        "images": len(examples),
+        "seconds": round(seconds, 1),
+        "example": captions[0],
+    }
     logger.info("%s", row)
     return row
 
 
-def caption_with_bundle(bundle: str | Path, examples: list[Example], beam_size: int,
-                        max_length: int | None = None, batch_size: int = 16,
-                        threads: int | None = None) -> list[str]:
+def caption_with_bundle(
+    bundle: str | Path,
+    examples: list[Example],
+    beam_size: int,
+    max_length: int | None = None,
+    batch_size: int = 16,
+    threads: int | None = None,
+) -> list[str]:
     captioner = Captioner(bundle, threads=threads)
     captions = []
     for start in range(0, len(examples), batch_size):
-        batch = [e.path for e in examples[start:start + batch_size]]
-        for example, result in zip(examples[start:start + batch_size],
-                                   captioner.caption_batch(batch, beam_size=beam_size,
-                                                           max_length=max_length), strict=True):
+        batch = [e.path for e in examples[start : start + batch_size]]
+        for example, result in zip(
+            examples[start : start + batch_size],
+            captioner.caption_batch(batch, beam_size=beam_size, max_length=max_length),
+            strict=True,
+        ):
             if result.error is not None:
                 logger.warning("No caption for %s: %s", example.path, result.error)
             captions.append(result.text)
     return captions
 
 
-def evaluate_bundle(bundle: str | Path, label: str, examples: list[Example],
-                    beam_sizes=BEAM_SIZES) -> list[dict]:
+def evaluate_bundle(
+    bundle: str | Path, label: str, examples: list[Example], beam_sizes=BEAM_SIZES
+) -> list[dict]:
     rows = []
     for beam_size in beam_sizes:
         started = time.time()
@@ -65,40 +80,59 @@ def evaluate_bundle(bundle: str | Path, label: str, examples: list[Example],
     return rows
 
 
-def caption_with_tensorflow(decoder, features: np.ndarray, vocabulary: Vocabulary,
-                            beam_size: int, max_words: int, length_penalty: float,
-                            batch_size: int = 100) -> list[str]:
+def caption_with_tensorflow(
+    decoder,
+    features: np.ndarray,
+    vocabulary: Vocabulary,
+    beam_size: int,
+    max_words: int,
+    length_penalty: float,
+    batch_size: int = 100,
+) -> list[str]:
     """The trained Keras decoder under the SDK's own beam search (one decoding code path)."""
     import tensorflow as tf
 
     step_function = tf.function(decoder.step, reduce_retracing=True)
     captions = []
     for start in range(0, len(features), batch_size):
-        batch = tf.constant(np.asarray(features[start:start + batch_size], np.float32))
+        batch = tf.constant(np.asarray(features[start : start + batch_size], np.float32))
         memory, keys, hidden = (x.numpy() for x in decoder.initial_state(batch))
 
         def step(tokens, state, image_rows, memory=memory, keys=keys):
             logits, next_hidden, attention = step_function(
-                tf.constant(tokens), tf.constant(state), memory[image_rows], keys[image_rows])
+                tf.constant(tokens), tf.constant(state), memory[image_rows], keys[image_rows]
+            )
             return tf.nn.log_softmax(logits).numpy(), next_hidden.numpy(), attention.numpy()
 
-        results = beam_search(step, hidden, start_id=vocabulary.start_id,
-                              end_id=vocabulary.end_id, beam_size=beam_size,
-                              max_length=max_words + 1, length_penalty=length_penalty)
+        results = beam_search(
+            step,
+            hidden,
+            start_id=vocabulary.start_id,
+            end_id=vocabulary.end_id,
+            beam_size=beam_size,
+            max_length=max_words + 1,
+            length_penalty=length_penalty,
+        )
         captions.extend(vocabulary.decode(h[0].tokens) if h else "" for h in results)
     return captions
 
 
-def evaluate_tensorflow(decoder, features: np.ndarray, vocabulary: Vocabulary,
-                        examples: list[Example], max_words: int, length_penalty: float,
-                        beam_sizes=BEAM_SIZES) -> list[dict]:
+def evaluate_tensorflow(
+    decoder,
+    features: np.ndarray,
+    vocabulary: Vocabulary,
+    examples: list[Example],
+    max_words: int,
+    length_penalty: float,
+    beam_sizes=BEAM_SIZES,
+) -> list[dict]:
     rows = []
     for beam_size in beam_sizes:
         started = time.time()
-        captions = caption_with_tensorflow(decoder, features, vocabulary, beam_size,
-                                           max_words, length_penalty)
-        rows.append(_row("TensorFlow FP32", beam_size, examples, captions,
-                         time.time() - started))
+        captions = caption_with_tensorflow(
+            decoder, features, vocabulary, beam_size, max_words, length_penalty
+        )
+        rows.append(_row("TensorFlow FP32", beam_size, examples, captions, time.time() - started))
     return rows
 
 

@@ -23,23 +23,31 @@ from .encoders import encoder_spec
 logger = logging.getLogger(__name__)
 
 STAGES = ("prepare", "features", "train", "export", "quantize", "bundle", "evaluate")
-GRAPH_FILES = {"encoder": "encoder.onnx", "decoder_init": "decoder_init.onnx",
-               "decoder_step": "decoder_step.onnx"}
-FLICKR8K_LICENCE = ("Flickr8k: research use only (University of Illinois terms); images "
-                    "belong to their Flickr authors. Models trained on it are research artefacts.")
+GRAPH_FILES = {
+    "encoder": "encoder.onnx",
+    "decoder_init": "decoder_init.onnx",
+    "decoder_step": "decoder_step.onnx",
+}
+FLICKR8K_LICENCE = (
+    "Flickr8k: research use only (University of Illinois terms); images "
+    "belong to their Flickr authors. Models trained on it are research artefacts."
+)
 
 
 def _splits(config: TrainConfig) -> dict:
     """examples per split; the train split capped by max_train_images for smoke runs."""
     result = {}
-    for role, split in (("train", config.train_split), ("dev", config.dev_split),
-                        ("test", config.test_split)):
+    for role, split in (
+        ("train", config.train_split),
+        ("dev", config.dev_split),
+        ("test", config.test_split),
+    ):
         examples, report = load_dataset(config.data, split)
         logger.info("%s", report.summary())
         if role == "train" and config.max_train_images:
-            examples = examples[:config.max_train_images]
+            examples = examples[: config.max_train_images]
         if role != "train" and config.eval_images:
-            examples = examples[:config.eval_images]
+            examples = examples[: config.eval_images]
         result[role] = (examples, report)
     return result
 
@@ -59,12 +67,15 @@ def prepare(config: TrainConfig, force: bool = False) -> None:
     train_examples = splits["train"][0]
     vocabulary = Vocabulary.build(
         (c for e in train_examples for c in e.captions),
-        min_count=config.vocab_min_count, max_words=config.vocab_max_words,
+        min_count=config.vocab_min_count,
+        max_words=config.vocab_max_words,
     )
     vocabulary.save(vocab_path)
     config.save(folder / "config.json")
-    (folder / "data_report.json").write_text(json.dumps(
-        {role: report.summary() for role, (_, report) in splits.items()}, indent=1) + "\n")
+    (folder / "data_report.json").write_text(
+        json.dumps({role: report.summary() for role, (_, report) in splits.items()}, indent=1)
+        + "\n"
+    )
     logger.info("prepare: %d words in the vocabulary", len(vocabulary))
 
 
@@ -73,9 +84,18 @@ def features(config: TrainConfig, force: bool = False, progress: bool = True) ->
 
     result = {}
     for role, (examples, _) in _splits(config).items():
-        result[role] = (examples, extract_features(
-            examples, role, config.run_dir / "features", config.encoder,
-            config.encoder_weights, config.feature_batch_size, progress=progress))
+        result[role] = (
+            examples,
+            extract_features(
+                examples,
+                role,
+                config.run_dir / "features",
+                config.encoder,
+                config.encoder_weights,
+                config.feature_batch_size,
+                progress=progress,
+            ),
+        )
     return result
 
 
@@ -90,10 +110,9 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
 def _trained_decoder(config: TrainConfig):
     from .train import load_trained_decoder
 
-    spec = encoder_spec(config.encoder)
+    spec = encoder_spec(config.encoder, config.encoder_weights)
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
-    return load_trained_decoder(config, vocabulary, spec.feature_dim,
-                                spec.grid[0] * spec.grid[1])
+    return load_trained_decoder(config, vocabulary, spec.feature_dim, spec.grid[0] * spec.grid[1])
 
 
 def export(config: TrainConfig, force: bool = False) -> None:
@@ -104,11 +123,11 @@ def export(config: TrainConfig, force: bool = False) -> None:
     if all((folder / f).exists() for f in GRAPH_FILES.values()) and not force:
         logger.info("export: %s holds the ONNX graphs, skipping", folder)
         return
-    spec = encoder_spec(config.encoder)
-    export_encoder(build_encoder(config.encoder, config.encoder_weights), spec,
-                   folder / GRAPH_FILES["encoder"])
-    export_decoder(_trained_decoder(config), spec.grid[0] * spec.grid[1], spec.feature_dim,
-                   folder)
+    spec = encoder_spec(config.encoder, config.encoder_weights)
+    export_encoder(
+        build_encoder(config.encoder, config.encoder_weights), spec, folder / GRAPH_FILES["encoder"]
+    )
+    export_decoder(_trained_decoder(config), spec.grid[0] * spec.grid[1], spec.feature_dim, folder)
 
 
 def quantize(config: TrainConfig, force: bool = False) -> None:
@@ -119,33 +138,41 @@ def quantize(config: TrainConfig, force: bool = False) -> None:
     if all(t.exists() for t in targets.values()) and not force:
         logger.info("quantize: INT8 graphs exist, skipping")
         return
-    spec = encoder_spec(config.encoder)
+    spec = encoder_spec(config.encoder, config.encoder_weights)
     train_examples, _ = load_dataset(config.data, config.train_split)
-    calibration = calibration_sample([e.path for e in train_examples],
-                                     config.calibration_images, config.seed)
-    quantize_encoder(folder / GRAPH_FILES["encoder"], targets["encoder"], calibration,
-                     spec.image)
+    calibration = calibration_sample(
+        [e.path for e in train_examples], config.calibration_images, config.seed
+    )
+    quantize_encoder(folder / GRAPH_FILES["encoder"], targets["encoder"], calibration, spec.image)
     for graph in ("decoder_init", "decoder_step"):
         quantize_decoder(folder / GRAPH_FILES[graph], targets[graph])
 
 
 def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -> dict:
-    spec = encoder_spec(config.encoder)
+    spec = encoder_spec(config.encoder, config.encoder_weights)
     return {
         "name": bundle_name(config),
         "description": f"{spec.name} encoder + Bahdanau-attention GRU decoder, {precision}",
         "precision": precision,
-        "encoder": {"name": spec.name, "image": spec.image.to_dict(), "grid": list(spec.grid),
-                    "feature_dim": spec.feature_dim},
+        "encoder": {
+            "name": spec.name,
+            "image": spec.image.to_dict(),
+            "grid": list(spec.grid),
+            "feature_dim": spec.feature_dim,
+        },
         "graphs": dict(GRAPH_FILES),
         "vocabulary": "vocab.json",
         "special_tokens": list(SPECIAL_TOKENS),
-        "decoding": {"max_length": config.max_words, "length_penalty": config.length_penalty,
-                     "beam_size": config.beam_size},
+        "decoding": {
+            "max_length": config.max_words,
+            "length_penalty": config.length_penalty,
+            "beam_size": config.beam_size,
+        },
         "provenance": {
             "training_data": str(config.data),
             "training_data_licence": FLICKR8K_LICENCE,
-            "encoder_weights": spec.weights_source if config.encoder_weights is None
+            "encoder_weights": spec.weights_source
+            if config.encoder_weights is None
             else str(config.encoder_weights),
             "encoder_weights_licence": spec.licence,
             "toolchain": f"gamelab-caption-sdk {__version__}",
@@ -168,7 +195,7 @@ def bundle(config: TrainConfig, force: bool = False, metrics: list[dict] | None 
             logger.info("bundle: %s exists, skipping", folder)
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        for graph, name in GRAPH_FILES.items():
+        for name in GRAPH_FILES.values():
             source = name if precision == "fp32" else name.replace(".onnx", ".int8.onnx")
             shutil.copyfile(onnx_folder / source, folder / name)
         shutil.copyfile(config.run_dir / "vocab.json", folder / "vocab.json")
@@ -186,9 +213,14 @@ def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
     sets = features(config)
     test_examples, test_features = sets["test"]
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
-    rows = evaluate_tensorflow(_trained_decoder(config), test_features.features,
-                               vocabulary, test_examples, config.max_words,
-                               config.length_penalty)
+    rows = evaluate_tensorflow(
+        _trained_decoder(config),
+        test_features.features,
+        vocabulary,
+        test_examples,
+        config.max_words,
+        config.length_penalty,
+    )
     for precision, folder in bundle_dirs(config).items():
         rows += evaluate_bundle(folder, f"ONNX {precision.upper()}", test_examples)
     write_report(rows, config.run_dir / "eval")

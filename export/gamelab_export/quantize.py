@@ -29,11 +29,11 @@ class _ImageCalibration:
         return {"image": preprocess(path, self._spec)[None]}
 
 
-def quantize_encoder(source: str | Path, target: str | Path, calibration_paths: list[Path],
-                     spec: ImageSpec) -> Path:
+def quantize_encoder(
+    source: str | Path, target: str | Path, calibration_paths: list[Path], spec: ImageSpec
+) -> Path:
     """Static QDQ INT8, per-channel weights, MinMax calibration on ``calibration_paths``."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calibration_paths) < 100:
@@ -42,9 +42,13 @@ def quantize_encoder(source: str | Path, target: str | Path, calibration_paths: 
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(target), _ImageCalibration(calibration_paths, spec),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(prepared),
+            str(target),
+            _ImageCalibration(calibration_paths, spec),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
     return Path(target)
@@ -54,8 +58,13 @@ def quantize_decoder(source: str | Path, target: str | Path) -> Path:
     """Dynamic INT8 weights for the MatMuls/Gathers; activations quantised on the fly."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Gather"])
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul", "Gather"],
+    )
     return Path(target)
 
 

@@ -36,11 +36,17 @@ def _loss_fn(tf, config: TrainConfig):
             coverage = tf.reduce_sum(attention * mask[:, :, None], axis=1)  # (N, L)
             total += config.attention_penalty * tf.reduce_mean((1.0 - coverage) ** 2)
         return total, tf.reduce_sum(nll * mask) / tokens
+
     return loss
 
 
-def greedy_decode(decoder: CaptionDecoder, features: np.ndarray, vocabulary: Vocabulary,
-                  max_words: int, batch_size: int = 250) -> list[str]:
+def greedy_decode(
+    decoder: CaptionDecoder,
+    features: np.ndarray,
+    vocabulary: Vocabulary,
+    max_words: int,
+    batch_size: int = 250,
+) -> list[str]:
     """Greedy captions in TensorFlow, batched; used for dev-set model selection."""
     import tensorflow as tf
 
@@ -57,7 +63,7 @@ def greedy_decode(decoder: CaptionDecoder, features: np.ndarray, vocabulary: Voc
 
     captions = []
     for start in range(0, len(features), batch_size):
-        ids = run(tf.constant(features[start:start + batch_size], tf.float32)).numpy()
+        ids = run(tf.constant(features[start : start + batch_size], tf.float32)).numpy()
         captions.extend(vocabulary.decode(row) for row in ids)
     return captions
 
@@ -92,8 +98,9 @@ def _plot(history: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def train(config: TrainConfig, vocabulary: Vocabulary, train_set, dev_set,
-          progress: bool = True) -> dict:
+def train(
+    config: TrainConfig, vocabulary: Vocabulary, train_set, dev_set, progress: bool = True
+) -> dict:
     """Train (or resume) the decoder; keeps the best-on-dev weights in checkpoints/best.
 
     ``train_set`` / ``dev_set`` are (examples, FeatureSet) pairs.
@@ -108,18 +115,26 @@ def train(config: TrainConfig, vocabulary: Vocabulary, train_set, dev_set,
     state_path = folder / "state.json"
     train_examples, train_features = train_set
     dev_examples, dev_features = dev_set
-    tokens, rows = encode_captions(train_examples, vocabulary, config.max_words,
-                                   set(train_features.failed))
-    dev_tokens, dev_rows = encode_captions(dev_examples, vocabulary, config.max_words,
-                                           set(dev_features.failed))
+    tokens, rows = encode_captions(
+        train_examples, vocabulary, config.max_words, set(train_features.failed)
+    )
+    dev_tokens, dev_rows = encode_captions(
+        dev_examples, vocabulary, config.max_words, set(dev_features.failed)
+    )
     train_array = np.asarray(train_features.features)  # float16 in RAM: ~0.75 GB for Flickr8k
     dev_array = np.asarray(dev_features.features)
     locations, feature_dim = train_array.shape[1:]
     decoder = build_decoder(config, len(vocabulary), feature_dim, locations)
     optimizer = tf.keras.optimizers.Adam(config.learning_rate, clipnorm=5.0)
     checkpoint = tf.train.Checkpoint(decoder=decoder, optimizer=optimizer)
-    state = {"epoch": 0, "best_epoch": 0, "best_bleu4": -1.0, "stall": 0,
-             "learning_rate": config.learning_rate, "history": []}
+    state = {
+        "epoch": 0,
+        "best_epoch": 0,
+        "best_bleu4": -1.0,
+        "stall": 0,
+        "learning_rate": config.learning_rate,
+        "history": [],
+    }
     if state_path.exists():
         state = json.loads(state_path.read_text())
         checkpoint.restore(str(folder / "last")).expect_partial()
@@ -135,7 +150,7 @@ def train(config: TrainConfig, vocabulary: Vocabulary, train_set, dev_set,
             logits, attention = decoder((features, caption_tokens[:, :-1]), training=True)
             loss, nll = loss_fn(logits, attention, caption_tokens[:, 1:])
         gradients = tape.gradient(loss, decoder.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, decoder.trainable_variables))
+        optimizer.apply_gradients(zip(gradients, decoder.trainable_variables, strict=True))
         return loss
 
     @tf.function(input_signature=[shape, token_shape])
@@ -154,22 +169,35 @@ def train(config: TrainConfig, vocabulary: Vocabulary, train_set, dev_set,
         losses = []
         bar = tqdm(range(steps), desc=f"epoch {epoch}", disable=not progress, unit="batch")
         for step in bar:
-            batch = order[step * config.batch_size:(step + 1) * config.batch_size]
-            losses.append(float(train_step(train_array[rows[batch]].astype(np.float32),
-                                           tokens[batch])))
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            losses.append(
+                float(train_step(train_array[rows[batch]].astype(np.float32), tokens[batch]))
+            )
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        dev_nll = np.mean([
-            float(dev_step(dev_array[dev_rows[s:s + 500]].astype(np.float32),
-                           dev_tokens[s:s + 500]))
-            for s in range(0, len(dev_tokens), 500)
-        ])
-        captions = greedy_decode(decoder, dev_array.astype(np.float32), vocabulary,
-                                 config.max_words)
+        dev_nll = np.mean(
+            [
+                float(
+                    dev_step(
+                        dev_array[dev_rows[s : s + 500]].astype(np.float32), dev_tokens[s : s + 500]
+                    )
+                )
+                for s in range(0, len(dev_tokens), 500)
+            ]
+        )
+        captions = greedy_decode(
+            decoder, dev_array.astype(np.float32), vocabulary, config.max_words
+        )
         bleu4 = dev_bleu4(captions, dev_refs)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_nll": float(dev_nll),
-                  "dev_bleu4": bleu4, "learning_rate": state["learning_rate"],
-                  "seconds": round(time.time() - started, 1), "example": captions[0]}
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "dev_nll": float(dev_nll),
+            "dev_bleu4": bleu4,
+            "learning_rate": state["learning_rate"],
+            "seconds": round(time.time() - started, 1),
+            "example": captions[0],
+        }
         logger.info("epoch %d: %s", epoch, record)
         if progress:
             print(json.dumps(record), flush=True)
@@ -188,8 +216,9 @@ def train(config: TrainConfig, vocabulary: Vocabulary, train_set, dev_set,
     return state
 
 
-def load_trained_decoder(config: TrainConfig, vocabulary: Vocabulary, feature_dim: int,
-                         locations: int) -> CaptionDecoder:
+def load_trained_decoder(
+    config: TrainConfig, vocabulary: Vocabulary, feature_dim: int, locations: int
+) -> CaptionDecoder:
     """The best-on-dev decoder of a finished run."""
     decoder = build_decoder(config, len(vocabulary), feature_dim, locations)
     decoder.load_weights(str(config.run_dir / "checkpoints" / "best.weights.h5"))

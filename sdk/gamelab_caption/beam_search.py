@@ -16,8 +16,9 @@ import numpy as np
 
 # step(tokens (R,), hidden (R, U), image_rows (R,)) -> log_probs (R, V), hidden (R, U),
 # attention (R, L). image_rows[r] is the index of the image that row r decodes.
-StepFunction = Callable[[np.ndarray, np.ndarray, np.ndarray],
-                        tuple[np.ndarray, np.ndarray, np.ndarray]]
+StepFunction = Callable[
+    [np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]
+]
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,14 @@ def beam_search(
         hidden: (B, U) initial decoder state of each image.
         start_id, end_id: ids of ``<start>`` and ``<end>``.
         beam_size: beams kept per image; 1 is greedy decoding.
-        max_length: most tokens generated per caption, ``<end>`` included.
+        max_length: most tokens generated per caption, ``<end>`` included: a caption has
+            at most ``max_length - 1`` words, finished or not.
         length_penalty: alpha in ``score = log_prob / length ** alpha``; 0 ranks by log_prob.
         keep_attention: keep each hypothesis's attention weights.
 
     Returns:
         For each image, its hypotheses best first: the finished ones, or, when none finished
-        within ``max_length``, the unfinished beams.
+        within ``max_length``, the unfinished beams (``max_length - 1`` words each).
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -99,30 +101,40 @@ def beam_search(
                 attention_history = np.zeros((len(active), k, 0, attention.shape[-1]))
             attention_history = np.concatenate([attention_history, attention[:, :, None]], 2)
 
+        last_step = t == max_length - 1  # only <end> may be generated now
         keep_images, new_rows, new_tokens, new_log_probs = [], [], [], []
         for a, image in enumerate(active):
             rows, words, scores = [], [], []
-            for flat_index in best[a]:
+            for rank, flat_index in enumerate(best[a]):
                 score = flat[a, flat_index]
                 if not np.isfinite(score):
                     break
                 beam, word = int(flat_index // vocab), int(flat_index % vocab)
                 if word == end_id:
-                    if len(finished[image]) < k:
-                        finished[image].append(Hypothesis(
-                            tokens=tuple(int(x) for x in tokens[a, beam]),
-                            score=normalise(score, t + 1, length_penalty),
-                            log_prob=float(score),
-                            finished=True,
-                            attention=None if attention_history is None
-                            else attention_history[a, beam].copy(),
-                        ))
-                elif len(rows) < k:
+                    # An <end> outside the top K is no contender (as in HF transformers):
+                    # accepting it lets K poor short captions stop the search early.
+                    if rank < k and len(finished[image]) < k:
+                        finished[image].append(
+                            Hypothesis(
+                                tokens=tuple(int(x) for x in tokens[a, beam]),
+                                score=normalise(score, t + 1, length_penalty),
+                                log_prob=float(score),
+                                finished=True,
+                                attention=None
+                                if attention_history is None
+                                else attention_history[a, beam].copy(),
+                            )
+                        )
+                elif len(rows) < k and not last_step:
                     rows.append(beam)
                     words.append(word)
                     scores.append(score)
                 if len(rows) == k and len(finished[image]) >= k:
                     break
+            if last_step and not finished[image]:
+                finished[image] = _unfinished(
+                    tokens[a], log_probs[a], attention_history, a, length_penalty
+                )
             if len(finished[image]) >= k or not rows:
                 continue  # this image is done
             while len(rows) < k:  # too few live candidates (tiny vocabularies): pad, dead
@@ -147,17 +159,30 @@ def beam_search(
             attention_history = attention_history[rows].reshape(len(keep), k, t + 1, -1)
         active = active[keep]
 
-    for a, image in enumerate(active):  # ran out of steps
-        if finished[image]:
-            continue
-        for beam in range(k):
-            if np.isfinite(log_probs[a, beam]):
-                finished[image].append(Hypothesis(
-                    tokens=tuple(int(x) for x in tokens[a, beam]),
-                    score=normalise(log_probs[a, beam], tokens.shape[2], length_penalty),
-                    log_prob=float(log_probs[a, beam]),
-                    finished=False,
-                    attention=None if attention_history is None
-                    else attention_history[a, beam].copy(),
-                ))
     return [sorted(h, key=lambda h: -h.score) for h in finished]
+
+
+def _unfinished(
+    tokens: np.ndarray,
+    log_probs: np.ndarray,
+    attention_history: np.ndarray | None,
+    a: int,
+    length_penalty: float,
+) -> list[Hypothesis]:
+    """The live beams of one image, when none of them reached <end> within max_length.
+
+    tokens (K, t), log_probs (K,), attention_history (A, K, t + 1, L) or None.
+    """
+    return [
+        Hypothesis(
+            tokens=tuple(int(x) for x in tokens[beam]),
+            score=normalise(log_probs[beam], tokens.shape[1], length_penalty),
+            log_prob=float(log_probs[beam]),
+            finished=False,
+            attention=None
+            if attention_history is None
+            else attention_history[a, beam, : tokens.shape[1]].copy(),
+        )
+        for beam in range(len(log_probs))
+        if np.isfinite(log_probs[beam])
+    ]

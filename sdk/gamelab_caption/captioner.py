@@ -118,7 +118,7 @@ class Captioner:
         """
         features, embeddings = [], []
         for start in range(0, len(pixels), ENCODER_BATCH):
-            chunk = pixels[start:start + ENCODER_BATCH]
+            chunk = pixels[start : start + ENCODER_BATCH]
             feature, embedding = self._sessions["encoder"].run(
                 ["features", "embedding"], {"image": chunk}
             )
@@ -168,24 +168,26 @@ class Captioner:
         pixels, errors = [], {}
         for index, image in enumerate(images):
             try:
-                pixels.append(preprocess(image, self.bundle.image_spec,
-                                         max_pixels=self.max_pixels))
+                pixels.append(preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels))
             except ImageError as error:
                 if strict:
                     raise
                 errors[index] = error
         decoded = iter(
             self._caption_pixels(np.stack(pixels), beam_size, max_length, return_attention)
-            if pixels else []
+            if pixels
+            else []
         )
         return [
             CaptionResult(text="", tokens=(), score=float("-inf"), error=errors[index])
-            if index in errors else next(decoded)
+            if index in errors
+            else next(decoded)
             for index in range(len(images))
         ]
 
-    def _caption_pixels(self, pixels: np.ndarray, beam_size: int, max_length: int | None,
-                        return_attention: bool) -> list[CaptionResult]:
+    def _caption_pixels(
+        self, pixels: np.ndarray, beam_size: int, max_length: int | None, return_attention: bool
+    ) -> list[CaptionResult]:
         if max_length is None:
             max_length = self.bundle.max_length
         features, _ = self.encode(pixels)
@@ -202,16 +204,24 @@ class Captioner:
             row_memory, row_keys = tiled[cache_key]
             return self._sessions["decoder_step"].run(
                 ["log_probs", "next_hidden", "attention"],
-                {"token": tokens.astype(np.int64), "hidden": state,
-                 "memory": row_memory, "keys": row_keys},
+                {
+                    "token": tokens.astype(np.int64),
+                    "hidden": state,
+                    "memory": row_memory,
+                    "keys": row_keys,
+                },
             )
 
         vocabulary = self.bundle.vocabulary
         hypotheses = beam_search(
-            step, hidden,
-            start_id=vocabulary.start_id, end_id=vocabulary.end_id,
-            beam_size=beam_size, max_length=max_length + 1,  # + 1 for <end>
-            length_penalty=self.bundle.length_penalty, keep_attention=return_attention,
+            step,
+            hidden,
+            start_id=vocabulary.start_id,
+            end_id=vocabulary.end_id,
+            beam_size=beam_size,
+            max_length=max_length + 1,  # + 1 for <end>
+            length_penalty=self.bundle.length_penalty,
+            keep_attention=return_attention,
         )
         return [self._to_result(h, return_attention) for h in hypotheses]
 

@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,7 +28,7 @@ _RESIZE_FILTERS = {
 }
 _BACKGROUND = (255, 255, 255)
 
-ImageInput = Union[str, os.PathLike, bytes, IO[bytes], Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | IO[bytes] | Image.Image | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,12 @@ class ImageSpec:
         )
 
     def to_dict(self) -> dict:
-        return {"size": list(self.size), "resize": self.resize,
-                "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "size": list(self.size),
+            "resize": self.resize,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 def _describe(source: object) -> str:
@@ -150,9 +154,7 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         except Image.DecompressionBombError as error:
             raise ImageError(f"Image {_describe(source)} is too large: {error}") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise ImageError(
-                f"Cannot read {_describe(source)} as an image: {error}"
-            ) from None
+            raise ImageError(f"Cannot read {_describe(source)} as an image: {error}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
@@ -187,7 +189,8 @@ def to_pixels(image: Image.Image, spec: ImageSpec) -> np.ndarray:
     return (pixels - mean) / std
 
 
-def preprocess(source: ImageInput, spec: ImageSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS
-               ) -> np.ndarray:
+def preprocess(
+    source: ImageInput, spec: ImageSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """``load_image`` then ``to_pixels``: the one path from user input to encoder input."""
     return to_pixels(load_image(source, max_pixels=max_pixels), spec)

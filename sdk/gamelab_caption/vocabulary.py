@@ -43,9 +43,10 @@ class Vocabulary:
         return isinstance(other, Vocabulary) and self.words == other.words
 
     @classmethod
-    def build(cls, captions: Iterable[str], *, min_count: int = 1,
-              max_words: int | None = None) -> Vocabulary:
-        """Count words over ``captions``; keep those seen ``min_count`` times, at most ``max_words``.
+    def build(
+        cls, captions: Iterable[str], *, min_count: int = 1, max_words: int | None = None
+    ) -> Vocabulary:
+        """Count words in ``captions``; keep those seen ``min_count`` times, ``max_words`` at most.
 
         Ties in frequency are broken alphabetically so the result is deterministic.
         """
@@ -86,4 +87,4 @@ class Vocabulary:
         words = json.loads(Path(path).read_text())["words"]
         if tuple(words[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
             raise ValueError(f"{path}: vocabulary must start with {SPECIAL_TOKENS}")
-        return cls(words[len(SPECIAL_TOKENS):])
+        return cls(words[len(SPECIAL_TOKENS) :])

@@ -1,0 +1,85 @@
+"""The gamelab-caption command, called in-process through main(argv)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gamelab_caption import __version__, bundled_models
+from gamelab_caption.cli import main
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def test_captions_each_image_as_path_tab_caption(tiny_bundle, image_files, capsys):
+    red, blue = str(image_files["red"]), str(image_files["blue"])
+    assert main([red, blue, "--model", str(tiny_bundle)]) == 0
+    out, err = capsys.readouterr()
+    assert _lines(out) == [f"{red}\tred ball", f"{blue}\tblue box"]
+    assert err == ""
+
+
+def test_json_lines_parse_with_the_documented_keys(tiny_bundle, image_files, capsys):
+    images = [str(image_files["red"]), str(image_files["green"])]
+    assert main([*images, "--model", str(tiny_bundle), "--json"]) == 0
+    records = [json.loads(line) for line in _lines(capsys.readouterr().out)]
+    assert [r["image"] for r in records] == images
+    assert [r["caption"] for r in records] == ["red ball", "a ball"]
+    assert all(set(r) == {"image", "caption", "score", "alternatives"} for r in records)
+    assert isinstance(records[0]["score"], float)
+    assert records[1]["alternatives"][0]["caption"] == "green box"
+    assert isinstance(records[1]["alternatives"][0]["score"], float)
+
+
+def test_beam_and_max_length_options_reach_the_decoder(tiny_bundle, image_files, capsys):
+    green = str(image_files["green"])
+    assert main([green, "--model", str(tiny_bundle), "--beam", "1", "--threads", "1"]) == 0
+    assert main([green, "--model", str(tiny_bundle), "--max-length", "1"]) == 0
+    assert _lines(capsys.readouterr().out) == [f"{green}\tgreen box", f"{green}\tgreen"]
+
+
+def test_bad_image_is_reported_and_the_others_captioned(tiny_bundle, image_files, capsys):
+    red, bad, blue = (str(image_files[name]) for name in ("red", "corrupt", "blue"))
+    assert main([red, bad, blue, "--model", str(tiny_bundle)]) == 1
+    out, err = capsys.readouterr()
+    assert _lines(out) == [f"{red}\tred ball", f"{blue}\tblue box"]
+    assert len(_lines(err)) == 1
+    assert err.startswith(f"gamelab-caption: error: {bad}: ")
+
+
+def test_unknown_model_is_a_one_line_usage_error(image_files, capsys):
+    assert main([str(image_files["red"]), "--model", "no-such-model"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(_lines(err)) == 1
+    assert err.startswith("gamelab-caption: error: Unknown model 'no-such-model'")
+
+
+def test_broken_bundle_is_a_one_line_usage_error(tmp_path, image_files, capsys):
+    (tmp_path / "manifest.json").write_text("{")
+    assert main([str(image_files["red"]), "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(_lines(err)) == 1 and "not valid JSON" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["image.jpg", "--beam", "0"], ["--no-such-flag"]],
+    ids=["no-images", "beam-zero", "unknown-flag"],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "gamelab-caption: error:" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"gamelab-caption {__version__}"
+
+
+def test_list_models_prints_one_bundled_model_per_line(capsys):
+    assert main(["--list-models"]) == 0
+    assert _lines(capsys.readouterr().out) == bundled_models()
