@@ -13,6 +13,9 @@ from pathlib import Path
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = "../shared/data/flickr8k"  # dataset folder or COCO captions JSON
+    dev_data: str | None = None  # COCO only: dev captions JSON (default: data)
+    test_data: str | None = None  # COCO only: test captions JSON (default: data)
+    images_dir: str | None = None  # default: images/ beside Flickr8k, the JSON's folder for COCO
     output: str = "runs/efficientnet_lite0"  # run folder: features, checkpoints, ONNX, reports
     encoder: str = "efficientnet_lite0"  # key of gamelab_export.encoders.ENCODERS
     encoder_weights: str | None = None  # None: offline weights that packages ship
@@ -38,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     feature_batch_size: int = 32  # images per encoder call during feature extraction
     beam_size: int = 3  # evaluation and bundle default
+    eval_beam_sizes: str = "1,3,5"  # decodings in the evaluation table (1 = greedy)
     length_penalty: float = 0.7  # score = log_prob / length ** length_penalty
     calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
     eval_images: int | None = None  # cap on test images for smoke tests; None = all

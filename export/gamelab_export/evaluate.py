@@ -16,12 +16,11 @@ from gamelab_caption.beam_search import beam_search
 from gamelab_caption.vocabulary import Vocabulary
 
 from .data import Example
-from .metrics import markdown_table, score_captions
+from .metrics import METRICS, markdown_table, score_captions
 
 logger = logging.getLogger(__name__)
 
 BEAM_SIZES = (1, 3, 5)
-METRICS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
 
 
 def _decoding(beam_size: int) -> str:

@@ -34,22 +34,24 @@ FLICKR8K_LICENCE = (
 )
 
 
+def load_split(config: TrainConfig, role: str) -> tuple[list, object]:
+    """Examples of one role ("train", "dev", "test") and their LoadReport.
+
+    Flickr8k folders are split by their split files; a COCO JSON is one split, so dev and
+    test come from ``dev_data`` / ``test_data`` (default: the training file itself).
+    The train split is capped by ``max_train_images``, dev and test by ``eval_images``.
+    """
+    source = {"train": config.data, "dev": config.dev_data, "test": config.test_data}[role]
+    source = source or config.data
+    split = None if str(source).endswith(".json") else getattr(config, f"{role}_split")
+    examples, report = load_dataset(source, split, images_dir=config.images_dir)
+    logger.info("%s", report.summary())
+    cap = config.max_train_images if role == "train" else config.eval_images
+    return (examples[:cap] if cap else examples), report
+
+
 def _splits(config: TrainConfig) -> dict:
-    """examples per split; the train split capped by max_train_images for smoke runs."""
-    result = {}
-    for role, split in (
-        ("train", config.train_split),
-        ("dev", config.dev_split),
-        ("test", config.test_split),
-    ):
-        examples, report = load_dataset(config.data, split)
-        logger.info("%s", report.summary())
-        if role == "train" and config.max_train_images:
-            examples = examples[: config.max_train_images]
-        if role != "train" and config.eval_images:
-            examples = examples[: config.eval_images]
-        result[role] = (examples, report)
-    return result
+    return {role: load_split(config, role) for role in ("train", "dev", "test")}
 
 
 def bundle_name(config: TrainConfig) -> str:
@@ -139,7 +141,7 @@ def quantize(config: TrainConfig, force: bool = False) -> None:
         logger.info("quantize: INT8 graphs exist, skipping")
         return
     spec = encoder_spec(config.encoder, config.encoder_weights)
-    train_examples, _ = load_dataset(config.data, config.train_split)
+    train_examples, _ = load_split(config, "train")
     calibration = calibration_sample(
         [e.path for e in train_examples], config.calibration_images, config.seed
     )
@@ -210,8 +212,8 @@ def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
     if report.exists() and not force:
         logger.info("evaluate: %s exists, skipping", report)
         return json.loads(report.read_text())
-    sets = features(config)
-    test_examples, test_features = sets["test"]
+    beam_sizes = tuple(int(size) for size in config.eval_beam_sizes.split(","))
+    test_examples, test_features = features(config)["test"]
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
     rows = evaluate_tensorflow(
         _trained_decoder(config),
@@ -220,9 +222,10 @@ def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
         test_examples,
         config.max_words,
         config.length_penalty,
+        beam_sizes,
     )
     for precision, folder in bundle_dirs(config).items():
-        rows += evaluate_bundle(folder, f"ONNX {precision.upper()}", test_examples)
+        rows += evaluate_bundle(folder, f"ONNX {precision.upper()}", test_examples, beam_sizes)
     write_report(rows, config.run_dir / "eval")
     bundle(config, metrics=rows)  # the measured table goes into both manifests
     return rows

@@ -1,0 +1,155 @@
+"""End to end: a few hundred training steps on six real photos (scikit-image's CC0/public
+domain test images, captioned by hand in COCO format), then export, INT8, bundle, and
+captioning through the SDK exactly as users run it. Minutes on 2 cores."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tf2onnx")
+pytest.importorskip("torch")
+skimage_data = pytest.importorskip("skimage.data")
+
+from gamelab_caption import Captioner, load_bundle  # noqa: E402
+from gamelab_caption.preprocessing import preprocess  # noqa: E402
+from gamelab_export import cli, pipeline  # noqa: E402
+from gamelab_export.config import load_config  # noqa: E402
+
+CAPTIONS = {
+    "chelsea.png": ["a cat sits on the floor", "an orange cat looks up"],
+    "coffee.png": ["a cup of coffee on a table", "a white cup of coffee"],
+    "astronaut.png": ["a woman in a space suit smiles", "an astronaut poses with a flag"],
+    "rocket.jpg": ["a rocket stands on the launch pad", "a white rocket before launch"],
+    "motorcycle_left.png": ["a motorcycle parked in a room", "a red motorcycle indoors"],
+    "camera.png": ["a man holds a camera on a tripod", "a man with a camera in a field"],
+}
+SETTINGS = [
+    "--max_words=10",
+    "--embedding_dim=64",
+    "--units=128",
+    "--attention_dim=64",
+    "--dropout=0.0",
+    "--batch_size=6",
+    "--epochs=60",
+    "--patience=60",
+    "--learning_rate=0.005",
+    "--calibration_images=6",
+    "--eval_beam_sizes=1",
+    "--vocab_min_count=1",
+]
+
+
+@pytest.fixture(scope="module")
+def coco_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("coco")
+    images_dir = os.path.dirname(skimage_data.__file__)
+    images, annotations = [], []
+    for image_id, (name, captions) in enumerate(sorted(CAPTIONS.items()), start=1):
+        images.append({"id": image_id, "file_name": name})
+        for caption in captions:
+            annotations.append({"id": len(annotations), "image_id": image_id, "caption": caption})
+    path = folder / "captions_tiny.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path, images_dir
+
+
+@pytest.fixture(scope="module")
+def run(coco_file, tmp_path_factory):
+    path, images_dir = coco_file
+    output = tmp_path_factory.mktemp("run")
+    argv = [f"--data={path}", f"--images_dir={images_dir}", f"--output={output}", *SETTINGS]
+    assert cli.main(["all", "--quiet", *argv]) == 0
+    return load_config(None, argv)
+
+
+def test_all_stages_leave_their_outputs(run):
+    folder = run.run_dir
+    for name in ("vocab.json", "config.json", "training_curves.png", "eval/metrics.md"):
+        assert (folder / name).is_file(), name
+    rows = json.loads((folder / "eval" / "metrics.json").read_text())
+    assert {row["model"] for row in rows} == {"TensorFlow FP32", "ONNX FP32", "ONNX INT8"}
+    manifest = load_bundle(pipeline.bundle_dirs(run)["int8"]).manifest
+    assert manifest["metrics"] == rows
+    assert manifest["config"]["units"] == 128
+    assert manifest["provenance"]["encoder_weights_licence"] == "Apache-2.0"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_sdk_captions_the_training_photos_with_their_content(run, coco_file, precision):
+    _, images_dir = coco_file
+    captioner = Captioner(pipeline.bundle_dirs(run)[precision])
+    results = captioner.caption_batch(
+        [os.path.join(images_dir, name) for name in ("chelsea.png", "coffee.png", "rocket.jpg")]
+    )
+    words = [set(result.tokens) for result in results]
+    assert "cat" in words[0]
+    assert "coffee" in words[1]
+    assert "rocket" in words[2]
+
+
+def test_onnx_matches_tensorflow_on_real_images(run, coco_file):
+    from gamelab_export.encoders import build_encoder, encoder_spec
+    from gamelab_export.pipeline import _trained_decoder
+
+    _, images_dir = coco_file
+    spec = encoder_spec(run.encoder)
+    pixels = np.stack(
+        [preprocess(os.path.join(images_dir, name), spec.image) for name in sorted(CAPTIONS)]
+    )
+    captioner = Captioner(pipeline.bundle_dirs(run)["fp32"])
+    onnx_features, _ = captioner.encode(pixels)
+    tf_features = build_encoder(run.encoder)(pixels, training=False).numpy()
+    tf_features = tf_features.reshape(onnx_features.shape)
+    # Float32 through ~60 layers in two runtimes: agree to 1e-3 of the activations' scale.
+    assert np.abs(onnx_features - tf_features).max() <= 1e-3 * np.abs(tf_features).max()
+
+    decoder = _trained_decoder(run)
+    sessions = captioner._sessions
+    memory, keys, hidden = sessions["decoder_init"].run(None, {"features": tf_features})
+    tf_memory, tf_keys, tf_hidden = (x.numpy() for x in decoder.initial_state(tf_features))
+    np.testing.assert_allclose(hidden, tf_hidden, atol=1e-4)
+    tokens = np.full(len(pixels), load_bundle(captioner.bundle.path).vocabulary.start_id)
+    onnx_log_probs, _, onnx_attention = sessions["decoder_step"].run(
+        None, {"token": tokens, "hidden": hidden, "memory": memory, "keys": keys}
+    )
+    logits, _, attention = decoder.step(tokens, tf_hidden, tf_memory, tf_keys)
+    np.testing.assert_allclose(onnx_log_probs, tf.nn.log_softmax(logits).numpy(), atol=1e-4)
+    np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-5)
+
+
+def test_greedy_captions_agree_between_tensorflow_and_onnx(run):
+    rows = json.loads((run.run_dir / "eval" / "metrics.json").read_text())
+    by_model = {row["model"]: row for row in rows}
+    assert by_model["ONNX FP32"]["BLEU-4"] == pytest.approx(by_model["TensorFlow FP32"]["BLEU-4"])
+
+
+def test_a_finished_run_skips_every_stage(run, caplog):
+    before = {p: p.stat().st_mtime_ns for p in run.run_dir.rglob("*") if p.is_file()}
+    with caplog.at_level("INFO"):
+        pipeline.prepare(run)
+        pipeline.export(run)
+        pipeline.quantize(run)
+        pipeline.evaluate(run)
+    assert sum("skipping" in r.message for r in caplog.records) == 4
+    after = {p: p.stat().st_mtime_ns for p in run.run_dir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_feature_extraction_resumes_where_it_stopped(run):
+    from gamelab_export.features import extract_features
+
+    examples, _ = pipeline.load_split(run, "train")
+    folder = run.run_dir / "features"
+    complete = np.load(folder / "train.npy").copy()
+    progress = folder / "train.progress.json"
+    state = json.loads(progress.read_text())
+    state["done"] = 2  # as if killed after the first batch of two
+    progress.write_text(json.dumps(state))
+    array = np.load(folder / "train.npy", mmap_mode="r+")
+    array[2:] = 0
+    array.flush()
+    resumed = extract_features(examples, "train", folder, run.encoder, batch_size=2, progress=False)
+    np.testing.assert_allclose(resumed.features, complete, atol=1e-3)
