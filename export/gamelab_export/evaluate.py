@@ -91,7 +91,7 @@ def caption_with_tensorflow(
     """The trained Keras decoder under the SDK's own beam search (one decoding code path)."""
     import tensorflow as tf
 
-    step_function = tf.function(decoder.step, reduce_retracing=True)
+    step_function = tf.function(decoder.step, reduce_retracing=True, autograph=False)
     captions = []
     for start in range(0, len(features), batch_size):
         batch = tf.constant(np.asarray(features[start : start + batch_size], np.float32))

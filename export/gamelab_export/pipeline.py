@@ -104,6 +104,7 @@ def features(config: TrainConfig, force: bool = False, progress: bool = True) ->
 def train(config: TrainConfig, force: bool = False, progress: bool = True) -> dict:
     from .train import train as train_decoder
 
+    prepare(config)
     sets = features(config, progress=progress)
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
     return train_decoder(config, vocabulary, sets["train"], sets["dev"], progress=progress)
@@ -111,6 +112,11 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
 
 def _trained_decoder(config: TrainConfig):
     from .train import load_trained_decoder
+
+    if not (config.run_dir / "checkpoints" / "best.weights.h5").exists():
+        raise FileNotFoundError(
+            f"No trained decoder in {config.run_dir}: run `gamelab-export train` first"
+        )
 
     spec = encoder_spec(config.encoder, config.encoder_weights)
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")

@@ -50,7 +50,7 @@ def greedy_decode(
     """Greedy captions in TensorFlow, batched; used for dev-set model selection."""
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # static Python loops only
     def run(batch):
         memory, keys, hidden = decoder.initial_state(batch)
         token = tf.fill([tf.shape(batch)[0]], vocabulary.start_id)
@@ -144,7 +144,7 @@ def train(
     shape = tf.TensorSpec((None, locations, feature_dim), tf.float32)
     token_shape = tf.TensorSpec((None, config.max_words + 2), tf.int32)
 
-    @tf.function(input_signature=[shape, token_shape])
+    @tf.function(input_signature=[shape, token_shape], autograph=False)
     def train_step(features, caption_tokens):
         with tf.GradientTape() as tape:
             logits, attention = decoder((features, caption_tokens[:, :-1]), training=True)
@@ -153,7 +153,7 @@ def train(
         optimizer.apply_gradients(zip(gradients, decoder.trainable_variables, strict=True))
         return loss
 
-    @tf.function(input_signature=[shape, token_shape])
+    @tf.function(input_signature=[shape, token_shape], autograph=False)
     def dev_step(features, caption_tokens):
         logits, attention = decoder((features, caption_tokens[:, :-1]), training=False)
         return loss_fn(logits, attention, caption_tokens[:, 1:])[1]

@@ -133,8 +133,12 @@ def load_bundle(model: str | os.PathLike = DEFAULT_MODEL, *, verify: bool = True
     try:
         vocabulary = Vocabulary.load(path / manifest["vocabulary"])
         image_spec = ImageSpec.from_dict(manifest["encoder"]["image"])
+        grid_h, grid_w = (int(n) for n in manifest["encoder"]["grid"])
+        int(manifest["decoding"]["max_length"])
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as error:
-        raise BundleError(f"Bundle {path} has a bad vocabulary or image spec: {error}") from None
+        raise BundleError(
+            f"Bundle {path} has a bad vocabulary, image spec, grid or max_length: {error!r}"
+        ) from None
     return Bundle(path=path, manifest=manifest, image_spec=image_spec, vocabulary=vocabulary)
 
 
