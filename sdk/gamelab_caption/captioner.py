@@ -22,6 +22,7 @@ from .errors import BundleError, ImageError
 from .preprocessing import DEFAULT_MAX_PIXELS, ImageInput, preprocess
 
 ENCODER_BATCH = 16  # images per encoder call: bounds peak memory on big batches
+BATCH_SIZE = 64  # images preprocessed and decoded together by caption_batch
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -159,12 +160,27 @@ class Captioner:
         return_attention: bool = False,
         strict: bool = False,
     ) -> list[CaptionResult]:
-        """Caption many images: one batched encoder run, one decoder call per step for all.
+        """Caption many images, ``BATCH_SIZE`` at a time: per chunk one batched encoder run
+        and one decoder call per step for all its images.
 
         An unusable image does not stop the batch: its result has ``text == ""`` and the
         ImageError in ``result.error`` (with ``strict=True`` the first one is raised instead).
         Arguments are as in ``caption``.
         """
+        results: list[CaptionResult] = []
+        for start in range(0, len(images), BATCH_SIZE):
+            chunk = images[start : start + BATCH_SIZE]
+            results += self._caption_chunk(chunk, beam_size, max_length, return_attention, strict)
+        return results
+
+    def _caption_chunk(
+        self,
+        images: Sequence[ImageInput],
+        beam_size: int,
+        max_length: int | None,
+        return_attention: bool,
+        strict: bool,
+    ) -> list[CaptionResult]:
         pixels, errors = [], {}
         for index, image in enumerate(images):
             try:

@@ -129,3 +129,18 @@ def test_zero_threads_raise_value_error(tiny_bundle):
 def test_unknown_provider_raises_value_error_listing_available(tiny_bundle):
     with pytest.raises(ValueError, match="NoSuchExecutionProvider.*CPUExecutionProvider"):
         Captioner(tiny_bundle, providers=["NoSuchExecutionProvider"])
+
+
+def test_batch_larger_than_one_chunk_keeps_order_and_errors(captioner, image_files):
+    from gamelab_caption.captioner import BATCH_SIZE
+
+    colours = ["red", "blue", "green"]
+    images = [image_files[colours[i % 3]] for i in range(BATCH_SIZE + 5)]
+    images[BATCH_SIZE + 1] = image_files["corrupt"]
+    results = captioner.caption_batch(images, beam_size=1)
+    assert len(results) == BATCH_SIZE + 5
+    assert results[BATCH_SIZE + 1].error is not None
+    expected = {c: captioner.caption(image_files[c], beam_size=1).text for c in colours}
+    for i, result in enumerate(results):
+        if i != BATCH_SIZE + 1:
+            assert result.text == expected[colours[i % 3]]
