@@ -42,7 +42,8 @@ class TrainConfig:
     feature_batch_size: int = 32  # images per encoder call during feature extraction
     beam_size: int = 3  # evaluation and bundle default
     eval_beam_sizes: str = "1,3,5"  # decodings in the evaluation table (1 = greedy)
-    length_penalty: float = 0.7  # score = log_prob / length ** length_penalty
+    length_penalty: float = 0.7  # score = log_prob / length ** length_penalty, until tuned
+    tune_length_penalties: str = "0,0.5,1,1.5"  # candidates the tune stage tries on dev
     calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
     eval_images: int | None = None  # cap on test images for smoke tests; None = all
     bundle_name: str | None = None  # default: encoder name with "-" (efficientnet-lite0)

@@ -144,3 +144,31 @@ def write_report(rows: list[dict], folder: str | Path) -> tuple[Path, Path]:
     markdown_path = folder / "metrics.md"
     markdown_path.write_text(table + "\n")
     return json_path, markdown_path
+
+
+def tune_length_penalty(
+    bundle: str | Path,
+    examples: list[Example],
+    values: tuple[float, ...],
+    beam_size: int,
+    max_length: int | None = None,
+) -> dict:
+    """Pick the beam-search length penalty with the best BLEU-4 on ``examples`` (the dev split).
+
+    Returns:
+        {"length_penalty": best value, "dev_bleu4": {value: BLEU-4, ...}, "beam_size": ...}
+    """
+    from .train import dev_bleu4
+
+    captioner = Captioner(bundle)
+    paths = [e.path for e in examples]
+    references = [e.captions for e in examples]
+    scores = {}
+    for value in values:
+        results = captioner.caption_batch(
+            paths, beam_size=beam_size, max_length=max_length, length_penalty=value
+        )
+        scores[value] = round(dev_bleu4([r.text for r in results], references), 2)
+        logger.info("length_penalty %.2f: dev BLEU-4 %.2f", value, scores[value])
+    best = max(scores, key=lambda value: (scores[value], -value))
+    return {"length_penalty": best, "dev_bleu4": scores, "beam_size": beam_size}

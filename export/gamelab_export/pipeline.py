@@ -22,7 +22,7 @@ from .encoders import encoder_spec
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("prepare", "features", "train", "export", "quantize", "bundle", "evaluate")
+STAGES = ("prepare", "features", "train", "export", "quantize", "bundle", "tune", "evaluate")
 GRAPH_FILES = {
     "encoder": "encoder.onnx",
     "decoder_init": "decoder_init.onnx",
@@ -173,7 +173,7 @@ def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -
         "special_tokens": list(SPECIAL_TOKENS),
         "decoding": {
             "max_length": config.max_words,
-            "length_penalty": config.length_penalty,
+            "length_penalty": _length_penalty(config),
             "beam_size": config.beam_size,
         },
         "provenance": {
@@ -198,8 +198,12 @@ def bundle_dirs(config: TrainConfig) -> dict[str, Path]:
 
 def bundle(config: TrainConfig, force: bool = False, metrics: list[dict] | None = None) -> None:
     onnx_folder = config.run_dir / "onnx"
+    report = config.run_dir / "eval" / "metrics.json"
+    rewrite = force or metrics is not None
+    if metrics is None and report.exists():  # rebundling keeps the measured table
+        metrics = json.loads(report.read_text())
     for precision, folder in bundle_dirs(config).items():
-        if (folder / "manifest.json").exists() and not force and metrics is None:
+        if (folder / "manifest.json").exists() and not rewrite:
             logger.info("bundle: %s exists, skipping", folder)
             continue
         folder.mkdir(parents=True, exist_ok=True)
@@ -209,6 +213,33 @@ def bundle(config: TrainConfig, force: bool = False, metrics: list[dict] | None 
         shutil.copyfile(config.run_dir / "vocab.json", folder / "vocab.json")
         write_manifest(folder, _manifest(config, precision, metrics))
         logger.info("bundle: wrote %s", folder)
+
+
+def _length_penalty(config: TrainConfig) -> float:
+    """The dev-tuned value once ``tune`` ran, else the configured one."""
+    tuned = config.run_dir / "eval" / "tune.json"
+    if tuned.exists():
+        return json.loads(tuned.read_text())["length_penalty"]
+    return config.length_penalty
+
+
+def tune(config: TrainConfig, force: bool = False) -> dict:
+    """Choose the length penalty on the dev split (INT8 bundle, beam ``beam_size``)."""
+    from .evaluate import tune_length_penalty
+
+    target = config.run_dir / "eval" / "tune.json"
+    if target.exists() and not force:
+        logger.info("tune: %s exists, skipping", target)
+        return json.loads(target.read_text())
+    values = tuple(float(v) for v in config.tune_length_penalties.split(","))
+    dev_examples, _ = load_split(config, "dev")
+    result = tune_length_penalty(
+        bundle_dirs(config)["int8"], dev_examples, values, config.beam_size
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    bundle(config, force=True)  # the chosen penalty goes into both manifests
+    return result
 
 
 def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
@@ -227,7 +258,7 @@ def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
         vocabulary,
         test_examples,
         config.max_words,
-        config.length_penalty,
+        _length_penalty(config),
         beam_sizes,
     )
     for precision, folder in bundle_dirs(config).items():
@@ -243,4 +274,5 @@ def run_all(config: TrainConfig, force: bool = False) -> None:
     export(config, force)
     quantize(config, force)
     bundle(config, force)
+    tune(config, force)
     evaluate(config, force)

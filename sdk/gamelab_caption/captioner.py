@@ -136,6 +136,7 @@ class Captioner:
         beam_size: int = 3,
         max_length: int | None = None,
         return_attention: bool = False,
+        length_penalty: float | None = None,
     ) -> CaptionResult:
         """Caption one image.
 
@@ -144,12 +145,15 @@ class Captioner:
             beam_size: beams kept; 1 is greedy decoding.
             max_length: most words per caption; default from the bundle.
             return_attention: fill ``result.attention`` with (steps, grid_h, grid_w) weights.
+            length_penalty: alpha in ``score = log_prob / length ** alpha``; default from the
+                bundle (tuned on the dev split); 0 ranks by log-probability alone.
 
         Raises:
             ImageError: the image is unusable.
         """
         pixels = preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels)
-        return self._caption_pixels(pixels[None], beam_size, max_length, return_attention)[0]
+        options = (beam_size, max_length, return_attention, length_penalty)
+        return self._caption_pixels(pixels[None], *options)[0]
 
     def caption_batch(
         self,
@@ -158,6 +162,7 @@ class Captioner:
         beam_size: int = 3,
         max_length: int | None = None,
         return_attention: bool = False,
+        length_penalty: float | None = None,
         strict: bool = False,
     ) -> list[CaptionResult]:
         """Caption many images, ``BATCH_SIZE`` at a time: per chunk one batched encoder run
@@ -167,19 +172,14 @@ class Captioner:
         ImageError in ``result.error`` (with ``strict=True`` the first one is raised instead).
         Arguments are as in ``caption``.
         """
+        options = (beam_size, max_length, return_attention, length_penalty)
         results: list[CaptionResult] = []
         for start in range(0, len(images), BATCH_SIZE):
-            chunk = images[start : start + BATCH_SIZE]
-            results += self._caption_chunk(chunk, beam_size, max_length, return_attention, strict)
+            results += self._caption_chunk(images[start : start + BATCH_SIZE], options, strict)
         return results
 
     def _caption_chunk(
-        self,
-        images: Sequence[ImageInput],
-        beam_size: int,
-        max_length: int | None,
-        return_attention: bool,
-        strict: bool,
+        self, images: Sequence[ImageInput], options: tuple, strict: bool
     ) -> list[CaptionResult]:
         pixels, errors = [], {}
         for index, image in enumerate(images):
@@ -189,11 +189,7 @@ class Captioner:
                 if strict:
                     raise
                 errors[index] = error
-        decoded = iter(
-            self._caption_pixels(np.stack(pixels), beam_size, max_length, return_attention)
-            if pixels
-            else []
-        )
+        decoded = iter(self._caption_pixels(np.stack(pixels), *options) if pixels else [])
         return [
             CaptionResult(text="", tokens=(), score=float("-inf"), error=errors[index])
             if index in errors
@@ -202,10 +198,17 @@ class Captioner:
         ]
 
     def _caption_pixels(
-        self, pixels: np.ndarray, beam_size: int, max_length: int | None, return_attention: bool
+        self,
+        pixels: np.ndarray,
+        beam_size: int,
+        max_length: int | None,
+        return_attention: bool,
+        length_penalty: float | None,
     ) -> list[CaptionResult]:
         if max_length is None:
             max_length = self.bundle.max_length
+        if length_penalty is None:
+            length_penalty = self.bundle.length_penalty
         features, _ = self.encode(pixels)
         memory, keys, hidden = self._sessions["decoder_init"].run(
             ["memory", "keys", "hidden"], {"features": features}
@@ -236,7 +239,7 @@ class Captioner:
             end_id=vocabulary.end_id,
             beam_size=beam_size,
             max_length=max_length + 1,  # + 1 for <end>
-            length_penalty=self.bundle.length_penalty,
+            length_penalty=length_penalty,
             keep_attention=return_attention,
         )
         return [self._to_result(h, return_attention) for h in hypotheses]

@@ -66,7 +66,13 @@ def run(coco_file, tmp_path_factory):
 
 def test_all_stages_leave_their_outputs(run):
     folder = run.run_dir
-    for name in ("vocab.json", "config.json", "training_curves.png", "eval/metrics.md"):
+    for name in (
+        "vocab.json",
+        "config.json",
+        "training_curves.png",
+        "eval/tune.json",
+        "eval/metrics.md",
+    ):
         assert (folder / name).is_file(), name
     rows = json.loads((folder / "eval" / "metrics.json").read_text())
     assert {row["model"] for row in rows} == {"TensorFlow FP32", "ONNX FP32", "ONNX INT8"}
@@ -131,8 +137,9 @@ def test_a_finished_run_skips_every_stage(run, caplog):
         pipeline.prepare(run)
         pipeline.export(run)
         pipeline.quantize(run)
+        pipeline.tune(run)
         pipeline.evaluate(run)
-    assert sum("skipping" in r.message for r in caplog.records) == 4
+    assert sum("skipping" in r.message for r in caplog.records) == 5
     after = {p: p.stat().st_mtime_ns for p in run.run_dir.rglob("*") if p.is_file()}
     assert after == before
 
@@ -152,3 +159,15 @@ def test_feature_extraction_resumes_where_it_stopped(run):
     array.flush()
     resumed = extract_features(examples, "train", folder, run.encoder, batch_size=2, progress=False)
     np.testing.assert_allclose(resumed.features, complete, atol=1e-3)
+
+
+def test_training_resumes_after_the_last_finished_epoch(run):
+    import dataclasses
+
+    state_path = run.run_dir / "checkpoints" / "state.json"
+    before = json.loads(state_path.read_text())
+    longer = dataclasses.replace(run, epochs=before["epoch"] + 1, patience=100)
+    after = pipeline.train(longer, progress=False)
+    assert after["epoch"] == before["epoch"] + 1
+    assert after["history"][: before["epoch"]] == before["history"]
+    assert len(after["history"]) == before["epoch"] + 1

@@ -144,3 +144,10 @@ def test_batch_larger_than_one_chunk_keeps_order_and_errors(captioner, image_fil
     for i, result in enumerate(results):
         if i != BATCH_SIZE + 1:
             assert result.text == expected[colours[i % 3]]
+
+
+def test_length_penalty_divides_the_score_by_length(captioner, image_files):
+    raw = captioner.caption(image_files["red"], length_penalty=0.0)
+    per_token = captioner.caption(image_files["red"], length_penalty=1.0)
+    assert raw.text == per_token.text == "red ball"
+    assert per_token.score == pytest.approx(raw.score / (len(raw.tokens) + 1))  # + <end>
