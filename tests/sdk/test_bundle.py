@@ -96,12 +96,12 @@ def test_bad_image_spec_raises(bundle_copy):
         load_bundle(bundle_copy)
 
 
-
-
 def test_manifest_without_grid_raises_bundle_error(bundle_copy):
     _edit_manifest(bundle_copy, lambda m: m["encoder"].pop("grid"))
     with pytest.raises(BundleError, match="grid"):
         load_bundle(bundle_copy)
+
+
 def test_garbage_onnx_with_valid_checksum_fails_in_captioner(bundle_copy):
     path = bundle_copy / "encoder.onnx"
     path.write_bytes(b"this is not a protobuf")

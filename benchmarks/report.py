@@ -1,0 +1,462 @@
+"""Turn pytest-benchmark's JSON into the suite's summary: ratios, goals, tables and a chart.
+
+Called by benchmarks/conftest.py at the end of ``pytest benchmarks --benchmark-only``; run it
+by hand to redo the summary from a saved JSON:
+
+    python benchmarks/report.py benchmarks/results/benchmark.json [--output DIR]
+
+Writes summary.json (every derived number), summary.md (the tables) and comparison.png
+(milliseconds per image at batch 1, every pipeline). Reads only ``extra_info`` fields that the
+benchmarks record (``kind``, ``pipeline``, ``run``, ``precision``, ``beam``, ``batch``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gamelab_export.metrics import markdown_table
+
+GOAL_SPEEDUP = 10.0  # SDK default model, beam 3, vs TF compiled greedy, same images
+GOAL_INT8 = 2.5  # INT8 encoder vs FP32 encoder
+GOAL_RSS_MB = 150.0  # fresh process peak RSS
+GOAL_FIRST_S = 1.0  # process start to first caption
+LOADED_FRACTION = 0.5  # warn when the 1-min load average passes this share of the CPUs
+_EVAL_MODELS = {"tf-eager": "TensorFlow FP32", "tf-compiled": "TensorFlow FP32"}
+_COLOURS = {"tf-eager": "#b0b0b0", "tf-compiled": "#606060", "fp32": "#6baed6", "int8": "#08519c"}
+
+
+def _rows(output_json: dict, kind: str) -> list[dict]:
+    rows = []
+    for bench in output_json.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if info.get("kind") == kind:
+            stats = bench["stats"]
+            rows.append(
+                {
+                    **info,
+                    "name": bench["name"],
+                    "median_s": stats["median"],
+                    "mean_s": stats["mean"],
+                    "rounds": stats["rounds"],
+                }
+            )
+    return rows
+
+
+def _eval_bleu4(evals: dict, row: dict) -> float | None:
+    """Full-test-split BLEU-4 of this pipeline from the run's eval/metrics.json, if any."""
+    model = _EVAL_MODELS.get(row["pipeline"]) or f"ONNX {row['precision'].upper()}"
+    decoding = "greedy" if row.get("beam", 1) == 1 else f"beam {row['beam']}"
+    for entry in evals.get(row["run"], []):
+        if entry.get("model") == model and entry.get("decoding") == decoding:
+            return round(float(entry["BLEU-4"]), 2)
+    return None
+
+
+def _agreement(captions: dict, reference: dict) -> float | None:
+    """Share of images captioned word for word as the TF compiled baseline did (same weights:
+    greedy FP32 should agree on nearly all; INT8 and beam search may differ)."""
+    common = set(captions) & set(reference)
+    if not common:
+        return None
+    return round(100 * sum(captions[i] == reference[i] for i in common) / len(common), 1)
+
+
+def _label(row: dict) -> str:
+    if row["pipeline"] != "sdk":
+        return f"{row['run']} {row['pipeline']} greedy"
+    decoding = "greedy" if row["beam"] == 1 else f"beam {row['beam']}"
+    return f"{row['run']} SDK {row['precision'].upper()} {decoding}"
+
+
+def caption_table(output_json: dict, evals: dict) -> list[dict]:
+    rows = _rows(output_json, "caption")
+    per_image = {(r["pipeline"], r["run"], r["batch"]): r["median_s"] / r["batch"] for r in rows}
+    tf_captions = {
+        (r["run"], r["batch"]): r.get("captions", {})
+        for r in rows
+        if r["pipeline"] == "tf-compiled"
+    }
+    table = []
+    for row in rows:
+        seconds = row["median_s"] / row["batch"]
+        compiled = per_image.get(("tf-compiled", row["run"], row["batch"]))
+        eager = per_image.get(("tf-eager", row["run"], row["batch"]))
+        table.append(
+            {
+                "pipeline": _label(row),
+                "run": row["run"],
+                "kind": row["pipeline"],
+                "precision": row["precision"],
+                "bundle": row.get("bundle"),
+                "beam": row.get("beam", 1),
+                "batch": row["batch"],
+                "provider": row.get("provider", ""),
+                "ms/image": round(1e3 * seconds, 2),
+                "images/s": round(row["batch"] / row["mean_s"], 2),
+                "x vs tf-eager": round(eager / seconds, 2) if eager else None,
+                "x vs tf-compiled": round(compiled / seconds, 2) if compiled else None,
+                "BLEU-4 subset": row.get("bleu4_subset"),
+                "BLEU-4 test split": _eval_bleu4(evals, row),
+                "same text as tf-compiled %": _agreement(
+                    row.get("captions", {}), tf_captions.get((row["run"], row["batch"]), {})
+                ),
+            }
+        )
+    return sorted(table, key=lambda r: (r["provider"], r["batch"], r["run"], -r["ms/image"]))
+
+
+def encoder_table(output_json: dict) -> list[dict]:
+    peaks = {r["precision"]: r["macs"] / r["median_s"] for r in _rows(output_json, "gemm")}
+    rows = _rows(output_json, "encoder")
+    fp32 = {
+        (r["run"], r["batch"], r.get("provider")): r["median_s"]
+        for r in rows
+        if r["pipeline"] == "sdk" and r["precision"] == "fp32"
+    }
+    table = []
+    for row in rows:
+        per_image = row["median_s"] / row["batch"]
+        entry = {
+            "encoder": f"{row['run']} {row['pipeline']} {row['precision'].upper()}",
+            "run": row["run"],
+            "pipeline": row["pipeline"],
+            "precision": row["precision"],
+            "bundle": row.get("bundle"),
+            "batch": row["batch"],
+            "provider": row.get("provider", ""),
+            "ms/image": round(1e3 * per_image, 2),
+        }
+        macs = row.get("macs_per_image")
+        if macs and row["pipeline"] == "sdk" and row.get("provider") == "CPUExecutionProvider":
+            achieved = macs / per_image
+            entry["GMAC/image"] = round(macs / 1e9, 3)
+            entry["GMAC/s"] = round(achieved / 1e9, 1)
+            peak = peaks.get(row["precision"])
+            if peak:
+                entry["bound ms"] = round(1e3 * macs / peak, 2)
+                entry["achieved/bound %"] = round(100 * achieved / peak, 1)
+        base = fp32.get((row["run"], row["batch"], row.get("provider")))
+        if row["pipeline"] == "sdk" and row["precision"] == "int8" and base:
+            entry["int8 speed-up"] = round(base / row["median_s"], 2)
+        table.append(entry)
+    return sorted(table, key=lambda r: (r["provider"], r["run"], r["batch"], r["pipeline"]))
+
+
+def _default(rows: list[dict], default_bundle: str, **match) -> dict | None:
+    """The row of the SDK's default model (INT8 unless ``precision`` says otherwise)."""
+    match = {"precision": "int8", **match}
+    for row in rows:
+        if row.get("bundle") == default_bundle and all(row.get(k) == v for k, v in match.items()):
+            return row
+    return None
+
+
+def _goal(name: str, target: str, measured, met: bool | None, note: str) -> dict:
+    state = "not measured" if met is None else ("met" if met else "MISSED")
+    return {"goal": name, "target": target, "measured": measured, "status": state, "note": note}
+
+
+def _baseline(captions: list[dict], sdk: dict) -> dict | None:
+    """TF compiled at batch 1: of the InceptionV3 run when there is one (the issue's
+    baseline), else of the default model's own run."""
+    compiled = [r for r in captions if r["kind"] == "tf-compiled" and r["batch"] == 1]
+    inception = [r for r in compiled if "inception" in r["run"]]
+    own = [r for r in compiled if r["run"] == sdk["run"]]
+    return (inception or own or [None])[0]
+
+
+def _speed_goal(captions: list[dict], default_bundle: str) -> dict:
+    name, target = "end to end, beam 3, vs TF compiled", f">= {GOAL_SPEEDUP:g}x"
+    sdk = _default(captions, default_bundle, kind="sdk", beam=3, batch=1)
+    baseline = _baseline(captions, sdk) if sdk else None
+    if not (sdk and baseline):
+        return _goal(name, target, None, None, f"needs {default_bundle} INT8 and a TF baseline")
+    ratio = baseline["ms/image"] / sdk["ms/image"]
+    note = (
+        f"{sdk['pipeline']} {sdk['ms/image']} ms vs {baseline['pipeline']} "
+        f"{baseline['ms/image']} ms per image"
+    )
+    for scope in ("BLEU-4 test split", "BLEU-4 subset"):
+        if sdk[scope] is not None and baseline[scope] is not None:
+            note += f"; {scope}: {sdk[scope]} vs {baseline[scope]}"
+            break
+    return _goal(name, target, round(ratio, 2), ratio >= GOAL_SPEEDUP, note)
+
+
+def _int8_goal(summary: dict, default_bundle: str) -> dict:
+    name, target = "INT8 encoder vs FP32, batch 1", f">= {GOAL_INT8:g}x"
+    encoder = _default(summary["encoder"], default_bundle, batch=1, provider="CPUExecutionProvider")
+    speedup = encoder.get("int8 speed-up") if encoder else None
+    if speedup is None:
+        return _goal(name, target, None, None, f"needs both {default_bundle} bundles")
+    shares = summary["profile"].get(f"{encoder['run']} int8", {})
+    note = "INT8 encoder time: " + ", ".join(f"{k} {v}%" for k, v in list(shares.items())[:4])
+    return _goal(name, target, speedup, speedup >= GOAL_INT8, note)
+
+
+def _startup_goals(summary: dict, default_bundle: str) -> list[dict]:
+    rss = ("fresh process peak RSS", f"<= {GOAL_RSS_MB:g} MB")
+    first = ("process start to first caption", f"<= {GOAL_FIRST_S:g} s")
+    start = _default(summary["startup"], default_bundle)
+    if not start:
+        return [_goal(*goal, None, None, f"needs {default_bundle} INT8") for goal in (rss, first)]
+    peak, seconds = start["peak RSS MB"], start["first caption s"]
+    return [
+        _goal(*rss, peak, peak <= GOAL_RSS_MB, f"{start['RSS after import MB']} MB after imports"),
+        _goal(
+            *first,
+            seconds,
+            seconds <= GOAL_FIRST_S,
+            f"interpreter start {start['python start s']} s, import {start['import s']} s, "
+            f"load {start['load s']} s, caption {start['caption s']} s",
+        ),
+    ]
+
+
+def goals(summary: dict, default_bundle: str) -> list[dict]:
+    """The issue's four goals, each a ratio or a number measured in this run."""
+    captions = [r for r in summary["caption"] if r["provider"] != "CUDAExecutionProvider"]
+    return [
+        _speed_goal(captions, default_bundle),
+        _int8_goal(summary, default_bundle),
+        *_startup_goals(summary, default_bundle),
+    ]
+
+
+def summarise(output_json: dict) -> dict:
+    gamelab = output_json.get("gamelab", {})
+    default_bundle = gamelab.get("settings", {}).get("default_bundle", "efficientnet-lite0")
+    summary = {
+        "settings": gamelab.get("settings", {}),
+        "machine": output_json.get("machine_info", {}).get("cpu", {}).get("brand_raw"),
+        "caption": caption_table(output_json, gamelab.get("eval", {})),
+        "encoder": encoder_table(output_json),
+        "gemm_peak_gmacs": {
+            r["precision"]: round(r["macs"] / r["median_s"] / 1e9, 1)
+            for r in _rows(output_json, "gemm")
+        },
+        "breakdown": [
+            {
+                "bundle": f"{r['run']} {r['precision'].upper()}",
+                "beam": r["beam"],
+                **{
+                    k: r[k]
+                    for k in (
+                        "preprocess_ms",
+                        "encoder_ms",
+                        "steps",
+                        "step_ms",
+                        "decoder_steps_ms",
+                        "beam_bookkeeping_ms",
+                        "init_and_rest_ms",
+                        "total_ms",
+                    )
+                },
+            }
+            for r in _rows(output_json, "breakdown")
+        ],
+        "decoder_step": [
+            {
+                "bundle": f"{r['run']} {r['precision'].upper()}",
+                "rows": r["rows"],
+                "ms/step": round(1e3 * r["median_s"], 3),
+            }
+            for r in _rows(output_json, "decoder_step")
+        ],
+        "startup": [
+            {
+                "bundle": r["bundle"],
+                "run": r["run"],
+                "precision": r["precision"],
+                "first caption s": round(r["median_s"], 3),
+                "peak RSS MB": r["peak_rss_mb"],
+                "RSS after import MB": r["import_rss_mb"],
+                "python start s": r.get("python_start_s"),
+                "import s": r["import_s"],
+                "load s": r["load_s"],
+                "caption s": r["caption_s"],
+            }
+            for r in _rows(output_json, "startup")
+        ],
+        "load_average": gamelab.get("load_average"),
+        "server_load": _rows(output_json, "server_load"),
+        "profile": {
+            f"{r['run']} {r['precision']}": r["op_share_percent"]
+            for r in _rows(output_json, "profile")
+        },
+    }
+    summary["goals"] = goals(summary, default_bundle)
+    return summary
+
+
+def _load_warning(load: dict) -> str | None:
+    """A warning when other work kept the CPUs busy: ORT's spinning threads suffer most."""
+    if not load:
+        return None
+    busiest = max(load["start"][0], load["end"][0])
+    if busiest < LOADED_FRACTION * load["cpus"]:
+        return None
+    return (
+        f"**Warning: the machine was busy** (1-min load average {busiest:.1f} on "
+        f"{load['cpus']} CPUs): these numbers are not representative; rerun on an idle machine."
+    )
+
+
+def markdown(summary: dict) -> str:
+    settings = summary["settings"]
+    parts = [
+        "# Benchmark summary",
+        f"CPU: {summary['machine']}; threads: {settings.get('threads')}; "
+        f"images: {settings.get('images')} (Flickr8k test); runs: {settings.get('runs')}",
+        _load_warning(summary["load_average"]),
+        "## Goals",
+        markdown_table(
+            summary["goals"], ["goal", "target", "measured", "status", "note"], float_format=".2f"
+        ),
+        "## End to end (file to caption; ms/image = median round / batch)",
+        markdown_table(
+            summary["caption"],
+            [
+                "pipeline",
+                "provider",
+                "batch",
+                "ms/image",
+                "images/s",
+                "x vs tf-eager",
+                "x vs tf-compiled",
+                "BLEU-4 subset",
+                "BLEU-4 test split",
+                "same text as tf-compiled %",
+            ],
+            float_format=".2f",
+        ),
+        "## Encoder against this CPU's GEMM peak",
+        f"Peak GEMM (GMAC/s): {summary['gemm_peak_gmacs']}",
+        markdown_table(
+            summary["encoder"],
+            [
+                "encoder",
+                "provider",
+                "batch",
+                "ms/image",
+                "GMAC/image",
+                "GMAC/s",
+                "bound ms",
+                "achieved/bound %",
+                "int8 speed-up",
+            ],
+            float_format=".2f",
+        ),
+        "## Breakdown of one caption (batch 1, ms, means over the images)",
+        markdown_table(
+            summary["breakdown"],
+            [
+                "bundle",
+                "beam",
+                "preprocess_ms",
+                "encoder_ms",
+                "steps",
+                "step_ms",
+                "decoder_steps_ms",
+                "beam_bookkeeping_ms",
+                "init_and_rest_ms",
+                "total_ms",
+            ],
+            float_format=".2f",
+        ),
+        markdown_table(summary["decoder_step"], ["bundle", "rows", "ms/step"], float_format=".3f"),
+        "## Fresh process (import, load, one beam-3 caption)",
+        markdown_table(
+            summary["startup"],
+            [
+                "bundle",
+                "precision",
+                "first caption s",
+                "peak RSS MB",
+                "RSS after import MB",
+                "python start s",
+                "import s",
+                "load s",
+                "caption s",
+            ],
+            float_format=".3g",
+        ),
+        "## Encoder time by operator kind (onnxruntime profiler, %)",
+        "\n".join(
+            f"- {name}: " + ", ".join(f"{k} {v}" for k, v in list(share.items())[:6])
+            for name, share in summary["profile"].items()
+        ),
+    ]
+    if summary["server_load"]:
+        parts += [
+            "## Server load (test_server_load.py)",
+            markdown_table(
+                summary["server_load"],
+                ["clients", "seconds", "requests", "errors", "requests_per_s", "p50_ms", "p99_ms"],
+            ),
+        ]
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def chart(summary: dict, path: Path) -> Path | None:
+    """Horizontal bars: ms per image at batch 1 on the CPU, every pipeline, log scale."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        r
+        for r in summary["caption"]
+        if r["batch"] == 1 and r["provider"] != "CUDAExecutionProvider"
+    ]
+    if not rows:
+        return None
+    rows = sorted(rows, key=lambda r: r["ms/image"])
+    colours = [_COLOURS.get(r["kind"], _COLOURS.get(r["precision"], "#333333")) for r in rows]
+    figure, axes = plt.subplots(figsize=(9, 0.4 * len(rows) + 1.5))
+    bars = axes.barh([r["pipeline"] for r in rows], [r["ms/image"] for r in rows], color=colours)
+    axes.bar_label(bars, labels=[f"{r['ms/image']:.0f} ms" for r in rows], padding=3)
+    axes.set_xscale("log")
+    axes.set_xlabel("milliseconds per image, file to caption, batch 1 (log scale)")
+    axes.set_title(
+        f"Captioning latency, {summary['settings'].get('threads')} threads: {summary['machine']}",
+        fontsize=9,
+    )
+    axes.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_report(output_json: dict, folder: str | Path) -> list[Path]:
+    """Write summary.json, summary.md and comparison.png into ``folder``; return their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = summarise(output_json)
+    written = [folder / "summary.json", folder / "summary.md"]
+    written[0].write_text(json.dumps(summary, indent=1) + "\n")
+    written[1].write_text(markdown(summary))
+    png = chart(summary, folder / "comparison.png")
+    if png is None:
+        (folder / "comparison.png").unlink(missing_ok=True)  # never leave an older run's chart
+    return written + ([png] if png else [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", type=Path, help="pytest-benchmark JSON of this suite")
+    parser.add_argument("--output", type=Path, help="default: the JSON's folder")
+    args = parser.parse_args(argv)
+    written = write_report(json.loads(args.json.read_text()), args.output or args.json.parent)
+    print("\n".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()
