@@ -45,6 +45,7 @@ class TrainConfig:
     length_penalty: float = 0.7  # score = log_prob / length ** length_penalty, until tuned
     tune_length_penalties: str = "0,0.5,1,1.5"  # candidates the tune stage tries on dev
     calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
+    int8_format: str = "qoperator"  # or "qdq"; QOperator measured faster on this encoder
     eval_images: int | None = None  # cap on test images for smoke tests; None = all
     bundle_name: str | None = None  # default: encoder name with "-" (efficientnet-lite0)
 

