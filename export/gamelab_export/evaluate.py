@@ -111,6 +111,7 @@ def caption_with_tensorflow(
             beam_size=beam_size,
             max_length=max_words + 1,
             length_penalty=length_penalty,
+            suppress_ids=vocabulary.never_generated,
         )
         captions.extend(vocabulary.decode(h[0].tokens) if h else "" for h in results)
     return captions

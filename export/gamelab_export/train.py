@@ -50,6 +50,9 @@ def greedy_decode(
     """Greedy captions in TensorFlow, batched; used for dev-set model selection."""
     import tensorflow as tf
 
+    suppress = np.zeros(len(vocabulary), np.float32)  # as the SDK: never <unk>/<pad>/<start>
+    suppress[list(vocabulary.never_generated)] = -np.inf
+
     @tf.function(reduce_retracing=True, autograph=False)  # static Python loops only
     def run(batch):
         memory, keys, hidden = decoder.initial_state(batch)
@@ -57,7 +60,7 @@ def greedy_decode(
         words = []
         for _ in range(max_words + 1):
             logits, hidden, _ = decoder.step(token, hidden, memory, keys)
-            token = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            token = tf.argmax(logits + suppress, axis=-1, output_type=tf.int32)
             words.append(token)
         return tf.stack(words, axis=1)
 

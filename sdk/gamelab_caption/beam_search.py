@@ -54,6 +54,7 @@ def beam_search(
     max_length: int = 20,
     length_penalty: float = 0.0,
     keep_attention: bool = False,
+    suppress_ids: tuple[int, ...] = (),
 ) -> list[list[Hypothesis]]:
     """Decode every image of a batch.
 
@@ -66,6 +67,7 @@ def beam_search(
             at most ``max_length - 1`` words, finished or not.
         length_penalty: alpha in ``score = log_prob / length ** alpha``; 0 ranks by log_prob.
         keep_attention: keep each hypothesis's attention weights.
+        suppress_ids: token ids never generated (e.g. ``<unk>``, ``<pad>``, ``<start>``).
 
     Returns:
         For each image, its hypotheses best first: the finished ones, or, when none finished
@@ -89,6 +91,9 @@ def beam_search(
         last = tokens[:, :, -1] if t else np.full((len(active), k), start_id, dtype=np.int64)
         image_rows = np.repeat(active, k)  # (R,)
         step_log_probs, hidden, attention = step(last.reshape(-1), hidden, image_rows)
+        if suppress_ids:
+            step_log_probs = step_log_probs.copy()  # ONNX Runtime's output may be read-only
+            step_log_probs[:, list(suppress_ids)] = -np.inf
         vocab = step_log_probs.shape[1]
         candidates = log_probs[:, :, None] + step_log_probs.reshape(len(active), k, vocab)
         flat = candidates.reshape(len(active), k * vocab)  # (A, K*V)

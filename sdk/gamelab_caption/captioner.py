@@ -240,6 +240,7 @@ class Captioner:
             beam_size=beam_size,
             max_length=max_length + 1,  # + 1 for <end>
             length_penalty=length_penalty,
+            suppress_ids=vocabulary.never_generated,
             keep_attention=return_attention,
         )
         return [self._to_result(h, return_attention) for h in hypotheses]

@@ -35,6 +35,8 @@ class Vocabulary:
         self.words: tuple[str, ...] = SPECIAL_TOKENS + tuple(words)
         self._ids = {word: index for index, word in enumerate(self.words)}
         self.pad_id, self.start_id, self.end_id, self.unk_id = range(4)
+        # A caption never says "<unk>", and <pad>/<start> are inputs only.
+        self.never_generated = (self.pad_id, self.start_id, self.unk_id)
 
     def __len__(self) -> int:
         return len(self.words)

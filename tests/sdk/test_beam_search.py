@@ -202,3 +202,11 @@ def test_scores_are_length_normalised_log_probs():
 def test_non_positive_sizes_raise_value_error(option, value):
     with pytest.raises(ValueError, match=option):
         _search(_first_order_step(TRAP), **{"beam_size": 3, "max_length": 5, option: value})
+
+
+def test_suppressed_tokens_are_never_generated_even_when_most_likely():
+    table = _first_order_table({START: {A: 0.6, X: 0.4}, A: {END: 1.0}, X: {END: 1.0}}, floor=1e-12)
+    [[plain]] = _search(_first_order_step(table), beam_size=1, max_length=4)
+    [[suppressed]] = _search(_first_order_step(table), beam_size=1, max_length=4, suppress_ids=(A,))
+    assert plain.tokens == (A,)
+    assert suppressed.tokens == (X,)

@@ -1,0 +1,81 @@
+"""The bundles shipped inside the package: intact, within budget, and captioning real photos
+with the right content words. The golden test images are the checked-in examples and, when
+../shared/data is present, Flickr8k test-split photos (never seen in training)."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from gamelab_caption import Captioner, bundled_models, load_bundle
+from gamelab_caption.bundle import DEFAULT_MODEL
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "images"
+FLICKR8K = ROOT.parent / "shared" / "data" / "flickr8k"
+BUDGET_BYTES = 40_000_000  # all shipped model files together
+
+pytestmark = pytest.mark.skipif(not bundled_models(), reason="no model bundle in this checkout")
+
+
+@pytest.fixture(scope="module")
+def default_captioner() -> Captioner:
+    return Captioner()
+
+
+def test_the_default_model_is_shipped():
+    assert DEFAULT_MODEL in bundled_models()
+
+
+@pytest.mark.parametrize("name", bundled_models())
+def test_shipped_bundle_checksums_verify(name):
+    bundle = load_bundle(name, verify=True)
+    assert bundle.manifest["precision"] == "int8"
+    assert bundle.manifest["metrics"], "the measured quality table is in the manifest"
+
+
+def test_shipped_models_fit_the_size_budget():
+    total = sum(
+        path.stat().st_size
+        for name in bundled_models()
+        for path in load_bundle(name, verify=False).path.iterdir()
+    )
+    assert total <= BUDGET_BYTES
+
+
+def test_the_golden_example_is_captioned_with_its_content(default_captioner):
+    # Flickr8k-trained: people photos are in its domain; the cat, coffee, rocket and
+    # astronaut examples are not (see the model card), so only this one is asserted.
+    result = default_captioner.caption(EXAMPLES / "grace_hopper.jpg")
+    assert {"man", "woman", "person", "lady"} & set(result.tokens), result.text
+    assert "<unk>" not in result.text
+
+
+def _test_images_whose_captions_all_say(word: str, count: int) -> list[Path]:
+    split = set((FLICKR8K / "Flickr_8k.testImages.txt").read_text().split())
+    captions: dict[str, list[str]] = {}
+    with open(FLICKR8K / "captions.txt", newline="") as stream:
+        for row in csv.DictReader(stream):
+            if row["image"] in split:
+                captions.setdefault(row["image"], []).append(row["caption"].lower())
+    chosen = sorted(name for name, texts in captions.items() if all(word in t for t in texts))
+    return [FLICKR8K / "images" / name for name in chosen[:count]]
+
+
+@pytest.mark.skipif(not FLICKR8K.is_dir(), reason=f"Flickr8k not found at {FLICKR8K}")
+@pytest.mark.parametrize(
+    ("word", "synonyms"),
+    [
+        ("dog", {"dog", "dogs", "puppy"}),
+        ("snow", {"snow", "snowy"}),
+        ("water", {"water", "pool", "lake", "ocean", "river"}),
+    ],
+)
+def test_flickr8k_test_photos_get_the_word_all_their_references_use(
+    default_captioner, word, synonyms
+):
+    images = _test_images_whose_captions_all_say(word, 30)
+    assert len(images) >= 10
+    results = default_captioner.caption_batch(images)
+    hits = sum(bool(synonyms & set(r.tokens)) for r in results)
+    assert hits / len(images) >= 0.8, [r.text for r in results]
