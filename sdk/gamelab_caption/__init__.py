@@ -3,6 +3,7 @@
 from .bundle import Bundle, bundled_models, load_bundle
 from .captioner import Captioner, CaptionResult
 from .errors import BundleError, ImageError
+from .search import GameHit, GameIndex
 from .version import __version__
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "BundleError",
     "CaptionResult",
     "Captioner",
+    "GameHit",
+    "GameIndex",
     "ImageError",
     "__version__",
     "bundled_models",

@@ -107,6 +107,30 @@ def _caption(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _serve(argv: list[str]) -> int:
+    from .server.command import main as serve  # FastAPI is imported only to serve
+
+    return serve(argv)
+
+
+SUBCOMMANDS["serve"] = _serve
+
+
+def _index(argv: list[str]) -> int:
+    from .search import index_command
+
+    return index_command(argv)
+
+
+def _search(argv: list[str]) -> int:
+    from .search import search_command
+
+    return search_command(argv)
+
+
+SUBCOMMANDS.update(index=_index, search=_search)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 some image failed, 2 usage).
 

@@ -1,0 +1,607 @@
+"""Find the game in a photo: nearest catalogue covers by the bundle encoder's embedding.
+
+GameLab users upload a photo of a box, a cartridge or a screen; the answer is a game from
+a catalogue (catalog.py). Covers and photos are embedded by the encoder the captioner uses
+(its pooled output), so one model serves both jobs.
+
+A pooled ImageNet feature of a photo moves most with what surrounds the box, less with
+blur, noise, glare or colour (benchmarks/test_search_benchmark.py). Three measures, with
+their gain in Recall@1 on its strongest level (500-game sample, smoke encoder):
+embeddings are power-normalised (signed square root, then L2; +6 points); each query is
+also embedded as its centre crop (``QUERY_CROPS``), a game scoring its best view (+15);
+and the first fill of an index learns a whitening from pairs (cover, simulated photo of
+it) that damps the directions framing and lighting move (+29; learned whitening as in
+Radenovic et al., "Fine-tuning CNN image retrieval with no human annotation", TPAMI 2018).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .bundle import DEFAULT_MODEL
+from .captioner import Captioner
+from .catalog import BuildReport, CatalogEntry, CatalogPath, CoverIntake, read_catalog
+from .errors import BundleError, ImageError
+from .preprocessing import ImageInput, load_image, to_pixels
+
+FORMAT_VERSION = 1
+QUERY_CROPS = (1.0, 0.7)  # views per query: whole, centre 70% (side); one encoder run each
+BUILD_BATCH = 32  # covers loaded and encoded at a time while building
+WHITEN_MIN_COVERS = 64  # fewer covers in the first fill: no whitening (too few pairs)
+WHITEN_SAMPLES = 2000  # covers whose pairs are encoded: bounds the extra build time
+WHITEN_PHOTOS = 2  # simulated photos per sampled cover; 1 photo: 2 points less Recall@1
+WHITEN_SHRINKAGE = 0.1  # ridge added to the pair covariance, as a share of its mean eigenvalue
+WHITEN_SEED = 0  # the sample and the simulated photos: same catalogue, same index
+BACKENDS = ("exact", "hnsw")
+_SERIAL_MACS = 4 * 65536  # OpenBLAS runs a GEMM of at most this many multiply-adds serially
+_SERIAL_ROWS = 16  # query views per call at most; more rows is a batch: let BLAS thread it
+HNSW_NEIGHBOURS = 32  # graph degree M: recall vs memory
+HNSW_EF_SEARCH = 128  # candidates kept while searching: recall vs latency
+_ANN_INSTALL = "pip install 'gamelab-caption-sdk[ann]'"
+
+logger = logging.getLogger(__name__)
+Progress = bool | Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class GameHit:
+    """One game found for a query image.
+
+    Attributes:
+        game_id: the catalogue id; regional releases sharing it are one game.
+        name: the name of the best-matching release.
+        score: cosine similarity of the best query view and the cover (after whitening).
+        platform: the release's system, e.g. "snes"; None if the catalogue has none.
+        image: the path of the catalogue image that matched.
+        metadata: the release's other catalogue fields (description, genre, ...).
+    """
+
+    game_id: str
+    name: str
+    score: float
+    platform: str | None
+    image: str
+    metadata: dict
+
+
+def _normalise(embedding: np.ndarray) -> np.ndarray:
+    """Signed square root, then L2 per row: (N, D) -> (N, D) float32."""
+    rooted = np.sign(embedding) * np.sqrt(np.abs(embedding))
+    norms = np.linalg.norm(rooted, axis=-1, keepdims=True)
+    return (rooted / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _crop(image: Image.Image, fraction: float) -> Image.Image:
+    if fraction >= 1.0:
+        return image
+    width, height = image.size
+    left, top = width * (1 - fraction) / 2, height * (1 - fraction) / 2
+    return image.crop((round(left), round(top), round(width - left), round(height - top)))
+
+
+def _simulate_photo(cover: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The cover as a casual photo shows it: tilted on a plain background, relit, soft."""
+    width, height = cover.size
+    margin = rng.uniform(0.05, 0.3)  # background around the box, per side
+    size = (round(width * (1 + 2 * margin)), round(height * (1 + 2 * margin)))
+    background = rng.uniform(0, 255, 3) + rng.normal(0, 12, (size[1], size[0], 3))  # (H, W, 3)
+    photo = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
+    tilted = cover.convert("RGBA").rotate(
+        rng.uniform(-10, 10), Image.Resampling.BILINEAR, expand=True
+    )
+    shift = rng.uniform(-0.5, 0.5, 2) * margin * np.array([width, height])
+    corner = (np.array(size) - tilted.size) / 2 + shift
+    photo.paste(tilted, tuple(int(v) for v in corner.round()), tilted)
+    pixels = np.asarray(photo, dtype=np.float32)  # (H, W, 3)
+    pixels = (pixels - 128) * rng.uniform(0.8, 1.2) + 128 * rng.uniform(0.8, 1.2)
+    pixels = pixels * rng.uniform(0.9, 1.1, 3)  # white balance
+    photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return photo.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
+
+
+def _learn_whitening(vectors: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and matrix (D, D) that whiten the covariance of pair differences.
+
+    Args:
+        vectors: (N, D) normalised cover embeddings; their mean is subtracted.
+        pairs: (P, 2, D) normalised (cover, view of the same cover) embeddings.
+    """
+    differences = (pairs[:, 0] - pairs[:, 1]).astype(np.float64)  # (P, D)
+    covariance = differences.T @ differences / len(differences)  # (D, D)
+    ridge = max(WHITEN_SHRINKAGE * np.trace(covariance) / len(covariance), 1e-12)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance + ridge * np.eye(len(covariance)))
+    matrix = eigenvectors @ np.diag(eigenvalues**-0.5) @ eigenvectors.T  # C^(-1/2), (D, D)
+    return vectors.mean(axis=0).astype(np.float32), matrix.astype(np.float32)
+
+
+def _encoder_identity(captioner: Captioner) -> dict:
+    manifest = captioner.bundle.manifest
+    encoder = manifest["graphs"]["encoder"]
+    return {"name": manifest["name"], "encoder_sha256": manifest["files"][encoder]}
+
+
+def _progress_callback(progress: Progress, total: int):
+    if callable(progress):
+        return progress, lambda: None
+    if progress:
+        try:
+            from tqdm.auto import tqdm  # optional: no bar without it
+        except ImportError:
+            pass
+        else:
+            bar = tqdm(total=total, unit="cover", desc="Indexing covers")
+            return lambda done, _: bar.update(done - bar.n), bar.close
+    return lambda done, total: None, lambda: None
+
+
+def _serial_dot(left: np.ndarray, right_rows: np.ndarray) -> np.ndarray:
+    """``left @ right_rows.T`` as BLAS calls small enough to run on the calling thread.
+
+    A larger call wakes OpenBLAS's thread pool, whose threads then spin while ONNX Runtime
+    encodes the next query: on 2 cores that tripled the latency of a search. Batches (more
+    than a few rows on the left, as when building) still get every BLAS thread.
+    """
+    if len(left) > _SERIAL_ROWS:
+        return left @ right_rows.T
+    step = max(1, _SERIAL_MACS // (left.shape[0] * left.shape[1]))
+    blocks = [left @ right_rows[i : i + step].T for i in range(0, len(right_rows), step)]
+    return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(left), 0), left.dtype)
+
+
+def _exact_top(vectors: np.ndarray, queries: np.ndarray, count: int):
+    """The ``count`` rows of highest score, best first; a row scores its best query view."""
+    scores = _serial_dot(queries, vectors).max(axis=0)  # (V, D) x (M, D) -> (V, M) -> (M,)
+    rows = np.arange(len(scores))
+    if count < len(scores):
+        rows = np.argpartition(-scores, count - 1)[:count]
+    rows = rows[np.argsort(-scores[rows], kind="stable")]
+    return rows, scores[rows]
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError(f"the 'hnsw' backend needs faiss: {_ANN_INSTALL}") from error
+    return faiss
+
+
+class _Hnsw:
+    """faiss HNSW graph on inner product: approximate, about O(log rows) per query."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.faiss = _import_faiss()
+        metric = self.faiss.METRIC_INNER_PRODUCT
+        self.index = self.faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBOURS, metric)
+        self.index.add(np.ascontiguousarray(vectors))
+
+    def top(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        params = self.faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, count))
+        best: dict[int, float] = {}  # row -> best score over the query views
+        for view in queries:  # one at a time: no OpenMP team spinning against ONNX Runtime
+            scores, rows = self.index.search(view[None], count, params=params)  # (1, count)
+            for row, score in zip(rows[0].tolist(), scores[0].tolist(), strict=True):
+                if row >= 0 and score > best.get(row, -np.inf):
+                    best[row] = score
+        order = sorted(best, key=best.__getitem__, reverse=True)
+        return np.asarray(order, np.int64), np.asarray([best[r] for r in order], np.float32)
+
+
+class GameIndex:
+    """Catalogue covers embedded by a bundle's encoder, searched by image.
+
+    Make one with ``GameIndex.build(catalog)`` or ``GameIndex.load(path)``; extend it with
+    ``add``. Searching is thread-safe; ``add`` must not run while another thread searches.
+
+    Args:
+        captioner: whose encoder embeds covers and queries; default ``Captioner()``.
+        backend: "exact" (numpy, default) or "hnsw" (faiss, approximate, for large catalogues).
+        whiten: learn a whitening on the first fill (if it has WHITEN_MIN_COVERS covers or
+            more); False keeps plain cosine similarity of the embeddings.
+
+    Raises:
+        ValueError: an unknown backend.
+        ImportError: the "hnsw" backend without faiss installed.
+    """
+
+    def __init__(
+        self, captioner: Captioner | None = None, *, backend: str = "exact", whiten: bool = True
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"Invalid backend {backend!r}, expected one of: {', '.join(BACKENDS)}")
+        if backend == "hnsw":
+            _import_faiss()  # fail before encoding anything
+        self.captioner = captioner if captioner is not None else Captioner()
+        self.backend = backend
+        self.whiten = whiten
+        self.report = BuildReport()
+        self._identity = _encoder_identity(self.captioner)
+        self._entries: list[CatalogEntry] = []
+        self._images: list[tuple[str, int]] = []  # per row: (image path, entry)
+        self._game_ids: list[str] = []
+        self._game_rows: dict[str, int] = {}
+        self._row_games = np.zeros(0, np.int64)  # (M,) game of each row
+        self._vectors: np.ndarray | None = None  # (M, D) as searched, set by the first add
+        self._whitening: tuple[np.ndarray, np.ndarray] | None = None  # mean (D,), (D, D)
+        self._ann: _Hnsw | None = None
+
+    @classmethod
+    def build(
+        cls,
+        catalog: CatalogPath | Iterable[CatalogPath | CatalogEntry],
+        *,
+        captioner: Captioner | None = None,
+        progress: Progress = True,
+        backend: str = "exact",
+        whiten: bool = True,
+    ) -> GameIndex:
+        """Index a catalogue: gamelist.xml, CSV or JSON Lines files, or CatalogEntry objects.
+
+        Bad entries are skipped with a logged warning and counted in ``index.report``.
+
+        Args:
+            catalog: a path, or several paths and/or entries; a folder means its gamelist.xml
+                files.
+            captioner: whose encoder to use; default ``Captioner()``.
+            progress: a bar (tqdm, when installed), False for none, or a callable
+                ``(covers_done, covers_total)``.
+            backend, whiten: as in the constructor.
+
+        Raises:
+            ValueError: a catalogue file is missing, of an unknown format or malformed (the
+                message names the file and line).
+        """
+        index = cls(captioner, backend=backend, whiten=whiten)
+        index.add(catalog, progress=progress)
+        return index
+
+    def __len__(self) -> int:
+        """Number of games (distinct ids)."""
+        return len(self._game_ids)
+
+    @property
+    def whitened(self) -> bool:
+        """Whether the first fill had enough covers (WHITEN_MIN_COVERS) to learn a whitening."""
+        return self._whitening is not None
+
+    def add(
+        self,
+        catalog: CatalogPath | Iterable[CatalogPath | CatalogEntry],
+        *,
+        progress: Progress = True,
+    ) -> BuildReport:
+        """Add catalogue entries; returns what this call added (``report`` sums all calls).
+
+        The whitening is learned by the first call only; later ones reuse it.
+        Args and Raises: as in ``build``.
+        """
+        items = [catalog] if isinstance(catalog, (str, os.PathLike)) else list(catalog)
+        entries = []
+        for item in items:
+            entries += [item] if isinstance(item, CatalogEntry) else read_catalog(item)
+        indexed = {(self._entries[entry].game_id, path) for path, entry in self._images}
+        intake = CoverIntake(entries, indexed)
+        vectors, pairs, embedded = self._embed_covers(intake, progress)
+        added: dict[int, int] = {}  # entry position in this call -> entry row in the index
+        for position, path in embedded:
+            if position not in added:
+                added[position] = len(self._entries)
+                self._entries.append(entries[position])
+            self._images.append((path, added[position]))
+        if vectors is not None:
+            if self._vectors is None and pairs is not None:
+                self._whitening = _learn_whitening(vectors, pairs)
+            self._add_rows(self._project(vectors), [added[position] for position, _ in embedded])
+        report = intake.report(built=added.keys(), images=len(embedded))
+        self.report = self.report + report
+        return report
+
+    def _embed_covers(self, intake: CoverIntake, progress: Progress):
+        """Encode covers in batches, and the whitening pairs on the first fill.
+
+        Returns:
+            covers (N, D) or None, pairs (P, 2, D) or None, and [(entry position, path)].
+        """
+        spec, total = self.captioner.bundle.image_spec, len(intake.covers)
+        rng = np.random.default_rng(WHITEN_SEED)
+        learn = self.whiten and self._vectors is None and total >= WHITEN_MIN_COVERS
+        sample = set(rng.permutation(total)[:WHITEN_SAMPLES].tolist()) if learn else set()
+        update, close = _progress_callback(progress, total)
+        covers, views, owners, embedded = [], [], [], []
+        try:
+            for start in range(0, total, BUILD_BATCH):
+                pixels, pair_pixels = [], []
+                for number in range(start, min(start + BUILD_BATCH, total)):
+                    position, path = intake.covers[number]
+                    image = intake.open(position, path, self.captioner.max_pixels)
+                    if image is None:
+                        continue
+                    pixels.append(to_pixels(image, spec))
+                    embedded.append((position, path))
+                    if number in sample:
+                        for _ in range(WHITEN_PHOTOS):
+                            pair_pixels.append(to_pixels(_simulate_photo(image, rng), spec))
+                            owners.append(len(embedded) - 1)
+                if pixels:
+                    encoded = _normalise(self.captioner.encode(np.stack(pixels + pair_pixels))[1])
+                    covers.append(encoded[: len(pixels)])
+                    views.append(encoded[len(pixels) :])
+                update(min(start + BUILD_BATCH, total), total)
+        finally:
+            close()
+        if not covers:
+            return None, None, embedded
+        covers = np.concatenate(covers)  # (N, D)
+        pairs = np.stack([covers[owners], np.concatenate(views)], axis=1) if owners else None
+        return covers, pairs, embedded  # pairs: (P, 2, D)
+
+    def _project(self, vectors: np.ndarray) -> np.ndarray:
+        """Normalised embeddings (N, D) -> the space searched (N, D), unit length."""
+        if self._whitening is None:
+            return vectors
+        mean, matrix = self._whitening
+        whitened = _serial_dot(vectors - mean, matrix.T)  # (N, D); the matrix is symmetric
+        norms = np.linalg.norm(whitened, axis=1, keepdims=True)
+        return (whitened / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def _add_rows(self, vectors: np.ndarray, entry_rows: list[int]) -> None:
+        games = []
+        for entry in entry_rows:
+            game_id = self._entries[entry].game_id
+            if game_id not in self._game_rows:
+                self._game_rows[game_id] = len(self._game_ids)
+                self._game_ids.append(game_id)
+            games.append(self._game_rows[game_id])
+        self._row_games = np.concatenate([self._row_games, np.asarray(games, np.int64)])
+        first = self._vectors is None
+        self._vectors = vectors if first else np.concatenate([self._vectors, vectors])
+        if self.backend == "hnsw" and first:
+            self._ann = _Hnsw(vectors)
+        elif self.backend == "hnsw":
+            self._ann.index.add(np.ascontiguousarray(vectors))
+
+    def embed(self, image: ImageInput, *, crops: Sequence[float] = QUERY_CROPS) -> np.ndarray:
+        """The query's views as ``search`` compares them: (V, D) float32, V = len(crops).
+
+        Raises:
+            ImageError: the image is unusable.
+            ValueError: a crop outside 0.2..1.0.
+        """
+        crops = tuple(float(c) for c in crops)
+        if not crops or not all(0.2 <= c <= 1.0 for c in crops):
+            raise ValueError(f"crops must be side fractions in 0.2..1.0, got {crops}")
+        picture = load_image(image, max_pixels=self.captioner.max_pixels)
+        spec = self.captioner.bundle.image_spec
+        pixels = np.stack([to_pixels(_crop(picture, crop), spec) for crop in crops])  # (V, H, W, 3)
+        return self._project(_normalise(self.captioner.encode(pixels)[1]))  # (V, D)
+
+    def search(
+        self, image: ImageInput, k: int = 5, *, crops: Sequence[float] = QUERY_CROPS
+    ) -> list[GameHit]:
+        """The ``k`` games whose covers best match the image, best first.
+
+        Args:
+            image: a path, bytes, binary file object, PIL image or uint8 HxWx3 RGB array.
+            k: games returned at most; fewer when the index holds fewer.
+            crops: centre crops (side fractions) of the query that are compared, each one
+                encoder run; ``(1.0,)`` is twice as fast, for tightly framed images.
+
+        Raises:
+            ImageError: the image is unusable.
+            ValueError: k < 1 or a crop outside 0.2..1.0.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return self.search_embedding(self.embed(image, crops=crops), k)
+
+    def search_embedding(self, embedding: np.ndarray, k: int = 5) -> list[GameHit]:
+        """``search`` from the output of ``embed``: (D,) or (V, D)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if self._vectors is None:
+            return []
+        queries = np.atleast_2d(np.asarray(embedding, np.float32))  # (V, D)
+        if queries.shape[1] != self._vectors.shape[1]:
+            raise ValueError(
+                f"embedding has {queries.shape[1]} dimensions, the index {self._vectors.shape[1]}"
+            )
+        total = len(self._vectors)
+        count = min(total, 4 * k)  # rows fetched: enough for k games unless releases crowd in
+        while True:
+            if self._ann is not None:
+                rows, scores = self._ann.top(queries, count)
+            else:
+                rows, scores = _exact_top(self._vectors, queries, count)
+            hits = self._hits(rows, scores, k)
+            if len(hits) == min(k, len(self._game_ids)) or count == total:
+                return hits
+            count = min(total, count * 4)
+
+    def _hits(self, rows: np.ndarray, scores: np.ndarray, k: int) -> list[GameHit]:
+        hits, seen = [], set()
+        for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+            game = self._row_games[row]
+            if game in seen:
+                continue
+            seen.add(game)
+            path, entry_row = self._images[row]
+            entry = self._entries[entry_row]
+            hits.append(
+                GameHit(
+                    game_id=entry.game_id,
+                    name=entry.name,
+                    score=float(score),
+                    platform=entry.platform,
+                    image=path,
+                    metadata=dict(entry.metadata),
+                )
+            )
+            if len(hits) == k:
+                break
+        return hits
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the index to one file: a NumPy .npz of arrays and JSON, without pickle.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "bundle": self._identity,
+            "entries": [asdict(entry) for entry in self._entries],
+            "images": self._images,
+            "report": asdict(self.report),
+        }
+        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+        if self._vectors is not None:
+            arrays["vectors"] = self._vectors
+        if self._whitening is not None:
+            arrays["whitening_mean"], arrays["whitening_matrix"] = self._whitening
+        partial = path.with_name(path.name + ".part")
+        with open(partial, "wb") as stream:  # a file object: np.savez would append ".npz"
+            np.savez(stream, **arrays)
+        partial.replace(path)  # never leave a half-written index behind
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        captioner: Captioner | None = None,
+        backend: str = "exact",
+    ) -> GameIndex:
+        """Read an index written by ``save``.
+
+        Args:
+            path: the index file.
+            captioner: for queries; must run the encoder the index was built with.
+                Default ``Captioner()``.
+            backend: as in the constructor; an "hnsw" graph is built here.
+
+        Raises:
+            ValueError: the file is missing or not a game index of this format version.
+            BundleError: the captioner's encoder is not the one the index was built with.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            meta = json.loads(arrays.pop("meta").tobytes())
+        except FileNotFoundError:
+            raise ValueError(f"Index file not found: {path}") from None
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"{path} is not a game index: {error}") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has index format {meta.get('format_version')!r}; "
+                f"this SDK reads version {FORMAT_VERSION}"
+            )
+        index = cls(captioner, backend=backend)
+        built, ours = meta["bundle"], index._identity
+        if built["encoder_sha256"] != ours["encoder_sha256"]:
+            raise BundleError(
+                f"{path} was built with bundle {built['name']!r} (encoder sha256 "
+                f"{built['encoder_sha256'][:12]}...), but the captioner runs {ours['name']!r} "
+                f"(encoder sha256 {ours['encoder_sha256'][:12]}...): load it with a Captioner "
+                "of that bundle, or rebuild the index"
+            )
+        if "whitening_matrix" in arrays:
+            index._whitening = (arrays["whitening_mean"], arrays["whitening_matrix"])
+        index._entries = [
+            CatalogEntry(**{**entry, "images": tuple(entry["images"])}) for entry in meta["entries"]
+        ]
+        index._images = [(image, entry) for image, entry in meta["images"]]
+        if "vectors" in arrays:
+            index._add_rows(arrays["vectors"], [entry for _, entry in index._images])
+        report = meta["report"]
+        index.report = BuildReport(**{**report, "problems": tuple(report["problems"])})
+        return index
+
+
+def _command_parser(command: str) -> argparse.ArgumentParser:
+    from .cli import PROG, _positive
+
+    parser = argparse.ArgumentParser(prog=f"{PROG} {command}")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or folder")
+    parser.add_argument("--threads", type=_positive, default=None, help="ONNX Runtime threads")
+    return parser
+
+
+def index_command(argv: list[str]) -> int:
+    """``gamelab-caption index build CATALOG... -o FILE``: build and save an index."""
+    from .cli import _error
+
+    parser = _command_parser("index build")
+    parser.add_argument("catalogs", nargs="+", metavar="CATALOG", help="gamelist.xml, .csv, .jsonl")
+    parser.add_argument("-o", "--output", required=True, help="index file to write")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    try:
+        if not argv or argv[0] != "build":
+            parser.error("the only action is 'build': index build CATALOG... -o FILE")
+        args = parser.parse_args(argv[1:])
+        captioner = Captioner(args.model, threads=args.threads)
+        index = GameIndex.build(args.catalogs, captioner=captioner, progress=not args.quiet)
+        index.save(args.output)
+    except SystemExit as exit_:  # argparse exits on --help and usage errors
+        return int(exit_.code or 0)
+    except (ValueError, ImportError, OSError) as error:  # BundleError is a ValueError
+        _error(error)
+        return 2
+    report = index.report
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items()))
+    print(
+        f"{args.output}: {len(index)} games, {report.built} of {report.entries} entries, "
+        f"{report.images} images; skipped: {skipped or 'none'}"
+    )
+    return 0
+
+
+def search_command(argv: list[str]) -> int:
+    """``gamelab-caption search IMAGE... --index FILE [--k 5] [--json]``, with captions."""
+    from .cli import _error, _positive
+
+    parser = _command_parser("search")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos to look up")
+    parser.add_argument("--index", required=True, help="index file from 'index build'")
+    parser.add_argument("--k", type=_positive, default=5, help="games per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    try:
+        args = parser.parse_args(argv)
+        captioner = Captioner(args.model, threads=args.threads)
+        index = GameIndex.load(args.index, captioner=captioner)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except (ValueError, ImportError) as error:
+        _error(
+            f"{error} (choose the bundle with --model)" if isinstance(error, BundleError) else error
+        )
+        return 2
+    failed = False
+    for image in args.images:
+        try:
+            hits = index.search(image, k=args.k)
+            caption = captioner.caption(image).text
+        except ImageError as error:
+            _error(f"{image}: {error}")
+            failed = True
+            continue
+        if args.json:
+            hits = [asdict(hit) for hit in hits]
+            print(json.dumps({"image": image, "caption": caption, "hits": hits}), flush=True)
+            continue
+        print(f"{image}\t{caption}")
+        for rank, hit in enumerate(hits, start=1):
+            where = f"{hit.platform or '?'}, id {hit.game_id}"
+            print(f"  {rank}. {hit.score:.3f}  {hit.name}  [{where}]", flush=True)
+    return 1 if failed else 0
