@@ -1,6 +1,6 @@
 """Caption every image given on the command line with the bundled default model.
 
-    python examples/caption_images.py examples/images/*.jpg
+python examples/caption_images.py examples/images/*.jpg
 """
 
 import sys
