@@ -117,13 +117,13 @@ SUBCOMMANDS["serve"] = _serve
 
 
 def _index(argv: list[str]) -> int:
-    from .search import index_command
+    from .search_cli import index_command
 
     return index_command(argv)
 
 
 def _search(argv: list[str]) -> int:
-    from .search import search_command
+    from .search_cli import search_command
 
     return search_command(argv)
 

@@ -16,7 +16,6 @@ Radenovic et al., "Fine-tuning CNN image retrieval with no human annotation", TP
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -25,13 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from .bundle import DEFAULT_MODEL
 from .captioner import Captioner
 from .catalog import BuildReport, CatalogEntry, CatalogPath, CoverIntake, read_catalog
-from .errors import BundleError, ImageError
+from .errors import BundleError
 from .preprocessing import ImageInput, load_image, to_pixels
+from .vectors import Hnsw, exact_top, import_faiss, serial_dot
+from .whitening import learn_whitening, simulate_photo
 
 FORMAT_VERSION = 1
 QUERY_CROPS = (1.0, 0.7)  # views per query: whole, centre 70% (side); one encoder run each
@@ -39,14 +39,8 @@ BUILD_BATCH = 32  # covers loaded and encoded at a time while building
 WHITEN_MIN_COVERS = 64  # fewer covers in the first fill: no whitening (too few pairs)
 WHITEN_SAMPLES = 2000  # covers whose pairs are encoded: bounds the extra build time
 WHITEN_PHOTOS = 2  # simulated photos per sampled cover; 1 photo: 2 points less Recall@1
-WHITEN_SHRINKAGE = 0.1  # ridge added to the pair covariance, as a share of its mean eigenvalue
 WHITEN_SEED = 0  # the sample and the simulated photos: same catalogue, same index
 BACKENDS = ("exact", "hnsw")
-_SERIAL_MACS = 4 * 65536  # OpenBLAS runs a GEMM of at most this many multiply-adds serially
-_SERIAL_ROWS = 16  # query views per call at most; more rows is a batch: let BLAS thread it
-HNSW_NEIGHBOURS = 32  # graph degree M: recall vs memory
-HNSW_EF_SEARCH = 128  # candidates kept while searching: recall vs latency
-_ANN_INSTALL = "pip install 'gamelab-caption-sdk[ann]'"
 
 logger = logging.getLogger(__name__)
 Progress = bool | Callable[[int, int], None]
@@ -88,41 +82,6 @@ def _crop(image: Image.Image, fraction: float) -> Image.Image:
     return image.crop((round(left), round(top), round(width - left), round(height - top)))
 
 
-def _simulate_photo(cover: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """The cover as a casual photo shows it: tilted on a plain background, relit, soft."""
-    width, height = cover.size
-    margin = rng.uniform(0.05, 0.3)  # background around the box, per side
-    size = (round(width * (1 + 2 * margin)), round(height * (1 + 2 * margin)))
-    background = rng.uniform(0, 255, 3) + rng.normal(0, 12, (size[1], size[0], 3))  # (H, W, 3)
-    photo = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
-    tilted = cover.convert("RGBA").rotate(
-        rng.uniform(-10, 10), Image.Resampling.BILINEAR, expand=True
-    )
-    shift = rng.uniform(-0.5, 0.5, 2) * margin * np.array([width, height])
-    corner = (np.array(size) - tilted.size) / 2 + shift
-    photo.paste(tilted, tuple(int(v) for v in corner.round()), tilted)
-    pixels = np.asarray(photo, dtype=np.float32)  # (H, W, 3)
-    pixels = (pixels - 128) * rng.uniform(0.8, 1.2) + 128 * rng.uniform(0.8, 1.2)
-    pixels = pixels * rng.uniform(0.9, 1.1, 3)  # white balance
-    photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    return photo.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
-
-
-def _learn_whitening(vectors: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and matrix (D, D) that whiten the covariance of pair differences.
-
-    Args:
-        vectors: (N, D) normalised cover embeddings; their mean is subtracted.
-        pairs: (P, 2, D) normalised (cover, view of the same cover) embeddings.
-    """
-    differences = (pairs[:, 0] - pairs[:, 1]).astype(np.float64)  # (P, D)
-    covariance = differences.T @ differences / len(differences)  # (D, D)
-    ridge = max(WHITEN_SHRINKAGE * np.trace(covariance) / len(covariance), 1e-12)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance + ridge * np.eye(len(covariance)))
-    matrix = eigenvectors @ np.diag(eigenvalues**-0.5) @ eigenvectors.T  # C^(-1/2), (D, D)
-    return vectors.mean(axis=0).astype(np.float32), matrix.astype(np.float32)
-
-
 def _encoder_identity(captioner: Captioner) -> dict:
     manifest = captioner.bundle.manifest
     encoder = manifest["graphs"]["encoder"]
@@ -141,59 +100,6 @@ def _progress_callback(progress: Progress, total: int):
             bar = tqdm(total=total, unit="cover", desc="Indexing covers")
             return lambda done, _: bar.update(done - bar.n), bar.close
     return lambda done, total: None, lambda: None
-
-
-def _serial_dot(left: np.ndarray, right_rows: np.ndarray) -> np.ndarray:
-    """``left @ right_rows.T`` as BLAS calls small enough to run on the calling thread.
-
-    A larger call wakes OpenBLAS's thread pool, whose threads then spin while ONNX Runtime
-    encodes the next query: on 2 cores that tripled the latency of a search. Batches (more
-    than a few rows on the left, as when building) still get every BLAS thread.
-    """
-    if len(left) > _SERIAL_ROWS:
-        return left @ right_rows.T
-    step = max(1, _SERIAL_MACS // (left.shape[0] * left.shape[1]))
-    blocks = [left @ right_rows[i : i + step].T for i in range(0, len(right_rows), step)]
-    return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(left), 0), left.dtype)
-
-
-def _exact_top(vectors: np.ndarray, queries: np.ndarray, count: int):
-    """The ``count`` rows of highest score, best first; a row scores its best query view."""
-    scores = _serial_dot(queries, vectors).max(axis=0)  # (V, D) x (M, D) -> (V, M) -> (M,)
-    rows = np.arange(len(scores))
-    if count < len(scores):
-        rows = np.argpartition(-scores, count - 1)[:count]
-    rows = rows[np.argsort(-scores[rows], kind="stable")]
-    return rows, scores[rows]
-
-
-def _import_faiss():
-    try:
-        import faiss
-    except ImportError as error:
-        raise ImportError(f"the 'hnsw' backend needs faiss: {_ANN_INSTALL}") from error
-    return faiss
-
-
-class _Hnsw:
-    """faiss HNSW graph on inner product: approximate, about O(log rows) per query."""
-
-    def __init__(self, vectors: np.ndarray):
-        self.faiss = _import_faiss()
-        metric = self.faiss.METRIC_INNER_PRODUCT
-        self.index = self.faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBOURS, metric)
-        self.index.add(np.ascontiguousarray(vectors))
-
-    def top(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        params = self.faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, count))
-        best: dict[int, float] = {}  # row -> best score over the query views
-        for view in queries:  # one at a time: no OpenMP team spinning against ONNX Runtime
-            scores, rows = self.index.search(view[None], count, params=params)  # (1, count)
-            for row, score in zip(rows[0].tolist(), scores[0].tolist(), strict=True):
-                if row >= 0 and score > best.get(row, -np.inf):
-                    best[row] = score
-        order = sorted(best, key=best.__getitem__, reverse=True)
-        return np.asarray(order, np.int64), np.asarray([best[r] for r in order], np.float32)
 
 
 class GameIndex:
@@ -219,7 +125,7 @@ class GameIndex:
         if backend not in BACKENDS:
             raise ValueError(f"Invalid backend {backend!r}, expected one of: {', '.join(BACKENDS)}")
         if backend == "hnsw":
-            _import_faiss()  # fail before encoding anything
+            import_faiss()  # fail before encoding anything
         self.captioner = captioner if captioner is not None else Captioner()
         self.backend = backend
         self.whiten = whiten
@@ -232,7 +138,7 @@ class GameIndex:
         self._row_games = np.zeros(0, np.int64)  # (M,) game of each row
         self._vectors: np.ndarray | None = None  # (M, D) as searched, set by the first add
         self._whitening: tuple[np.ndarray, np.ndarray] | None = None  # mean (D,), (D, D)
-        self._ann: _Hnsw | None = None
+        self._ann: Hnsw | None = None
 
     @classmethod
     def build(
@@ -299,7 +205,7 @@ class GameIndex:
             self._images.append((path, added[position]))
         if vectors is not None:
             if self._vectors is None and pairs is not None:
-                self._whitening = _learn_whitening(vectors, pairs)
+                self._whitening = learn_whitening(vectors, pairs)
             self._add_rows(self._project(vectors), [added[position] for position, _ in embedded])
         report = intake.report(built=added.keys(), images=len(embedded))
         self.report = self.report + report
@@ -329,7 +235,7 @@ class GameIndex:
                     embedded.append((position, path))
                     if number in sample:
                         for _ in range(WHITEN_PHOTOS):
-                            pair_pixels.append(to_pixels(_simulate_photo(image, rng), spec))
+                            pair_pixels.append(to_pixels(simulate_photo(image, rng), spec))
                             owners.append(len(embedded) - 1)
                 if pixels:
                     encoded = _normalise(self.captioner.encode(np.stack(pixels + pair_pixels))[1])
@@ -349,7 +255,7 @@ class GameIndex:
         if self._whitening is None:
             return vectors
         mean, matrix = self._whitening
-        whitened = _serial_dot(vectors - mean, matrix.T)  # (N, D); the matrix is symmetric
+        whitened = serial_dot(vectors - mean, matrix.T)  # (N, D); the matrix is symmetric
         norms = np.linalg.norm(whitened, axis=1, keepdims=True)
         return (whitened / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -365,7 +271,7 @@ class GameIndex:
         first = self._vectors is None
         self._vectors = vectors if first else np.concatenate([self._vectors, vectors])
         if self.backend == "hnsw" and first:
-            self._ann = _Hnsw(vectors)
+            self._ann = Hnsw(vectors)
         elif self.backend == "hnsw":
             self._ann.index.add(np.ascontiguousarray(vectors))
 
@@ -420,7 +326,7 @@ class GameIndex:
             if self._ann is not None:
                 rows, scores = self._ann.top(queries, count)
             else:
-                rows, scores = _exact_top(self._vectors, queries, count)
+                rows, scores = exact_top(self._vectors, queries, count)
             hits = self._hits(rows, scores, k)
             if len(hits) == min(k, len(self._game_ids)) or count == total:
                 return hits
@@ -527,81 +433,3 @@ class GameIndex:
         report = meta["report"]
         index.report = BuildReport(**{**report, "problems": tuple(report["problems"])})
         return index
-
-
-def _command_parser(command: str) -> argparse.ArgumentParser:
-    from .cli import PROG, _positive
-
-    parser = argparse.ArgumentParser(prog=f"{PROG} {command}")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or folder")
-    parser.add_argument("--threads", type=_positive, default=None, help="ONNX Runtime threads")
-    return parser
-
-
-def index_command(argv: list[str]) -> int:
-    """``gamelab-caption index build CATALOG... -o FILE``: build and save an index."""
-    from .cli import _error
-
-    parser = _command_parser("index build")
-    parser.add_argument("catalogs", nargs="+", metavar="CATALOG", help="gamelist.xml, .csv, .jsonl")
-    parser.add_argument("-o", "--output", required=True, help="index file to write")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    try:
-        if not argv or argv[0] != "build":
-            parser.error("the only action is 'build': index build CATALOG... -o FILE")
-        args = parser.parse_args(argv[1:])
-        captioner = Captioner(args.model, threads=args.threads)
-        index = GameIndex.build(args.catalogs, captioner=captioner, progress=not args.quiet)
-        index.save(args.output)
-    except SystemExit as exit_:  # argparse exits on --help and usage errors
-        return int(exit_.code or 0)
-    except (ValueError, ImportError, OSError) as error:  # BundleError is a ValueError
-        _error(error)
-        return 2
-    report = index.report
-    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items()))
-    print(
-        f"{args.output}: {len(index)} games, {report.built} of {report.entries} entries, "
-        f"{report.images} images; skipped: {skipped or 'none'}"
-    )
-    return 0
-
-
-def search_command(argv: list[str]) -> int:
-    """``gamelab-caption search IMAGE... --index FILE [--k 5] [--json]``, with captions."""
-    from .cli import _error, _positive
-
-    parser = _command_parser("search")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos to look up")
-    parser.add_argument("--index", required=True, help="index file from 'index build'")
-    parser.add_argument("--k", type=_positive, default=5, help="games per image (default 5)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per image")
-    try:
-        args = parser.parse_args(argv)
-        captioner = Captioner(args.model, threads=args.threads)
-        index = GameIndex.load(args.index, captioner=captioner)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    except (ValueError, ImportError) as error:
-        _error(
-            f"{error} (choose the bundle with --model)" if isinstance(error, BundleError) else error
-        )
-        return 2
-    failed = False
-    for image in args.images:
-        try:
-            hits = index.search(image, k=args.k)
-            caption = captioner.caption(image).text
-        except ImageError as error:
-            _error(f"{image}: {error}")
-            failed = True
-            continue
-        if args.json:
-            hits = [asdict(hit) for hit in hits]
-            print(json.dumps({"image": image, "caption": caption, "hits": hits}), flush=True)
-            continue
-        print(f"{image}\t{caption}")
-        for rank, hit in enumerate(hits, start=1):
-            where = f"{hit.platform or '?'}, id {hit.game_id}"
-            print(f"  {rank}. {hit.score:.3f}  {hit.name}  [{where}]", flush=True)
-    return 1 if failed else 0
