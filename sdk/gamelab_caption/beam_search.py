@@ -40,6 +40,20 @@ class Hypothesis:
     attention: np.ndarray | None = None
 
 
+def _top(scores: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` best scores per row, best first, ties by lower index.
+
+    A stable argsort's order (but for ties at the cut), at O(K V) instead of O(K V log K V).
+    """
+    if count < scores.shape[1]:
+        candidates = np.argpartition(-scores, count - 1, axis=1)[:, :count]  # (A, count)
+    else:
+        candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    values = np.take_along_axis(scores, candidates, axis=1)
+    order = np.lexsort((candidates, -values), axis=1)  # by score, then by index
+    return np.take_along_axis(candidates, order, axis=1)
+
+
 def normalise(log_prob: float, length: int, length_penalty: float) -> float:
     return log_prob / (max(length, 1) ** length_penalty)
 
@@ -99,7 +113,7 @@ def beam_search(
         flat = candidates.reshape(len(active), k * vocab)  # (A, K*V)
         # Best 2K per image: enough that K survive even if K of them end here.
         n_best = min(2 * k, flat.shape[1])
-        best = np.argsort(-flat, axis=1, kind="stable")[:, :n_best]  # (A, 2K)
+        best = _top(flat, n_best)  # (A, 2K)
         if keep_attention:
             attention = attention.reshape(len(active), k, -1)  # (A, K, L)
             if attention_history is None:
