@@ -230,3 +230,18 @@ def image_files(tmp_path_factory) -> dict[str, Path]:
     data = jpeg.read_bytes()
     files["corrupt"].write_bytes(data[: len(data) // 2])
     return files
+
+
+@pytest.fixture(scope="session")
+def game_index(tmp_path_factory, captioner):
+    """A three-game catalogue (CSV) of solid red, blue and green covers, indexed with the
+    tiny model: a red photo finds "Red Game" first."""
+    from gamelab_caption.search import GameIndex
+
+    folder = tmp_path_factory.mktemp("catalogue")
+    rows = ["id,name,image,platform"]
+    for colour in ("red", "blue", "green"):
+        Image.new("RGB", (64, 64), COLOURS[colour]).save(folder / f"{colour}.png")
+        rows.append(f"{colour}-game,{colour.title()} Game,{colour}.png,snes")
+    (folder / "games.csv").write_text("\n".join(rows) + "\n")
+    return GameIndex.build(folder / "games.csv", captioner=captioner, progress=False)

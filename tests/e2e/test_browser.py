@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-from PIL import Image
 
 pytest.importorskip("fastapi", reason="the server needs the 'serve' extra")
 uvicorn = pytest.importorskip("uvicorn", reason="the server needs the 'serve' extra")
@@ -44,20 +43,6 @@ DESKTOP = (1280, 900)
 PHONE = (390, 844)  # CSS pixels of a common phone
 WAIT_S = 20
 COLOURS = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 255, 0)}
-
-
-@pytest.fixture(scope="module")
-def game_index(tmp_path_factory, captioner):
-    """A three-game catalogue of solid colours, indexed with the tiny model."""
-    from gamelab_caption.search import GameIndex
-
-    folder = tmp_path_factory.mktemp("catalogue")
-    rows = ["id,name,image,platform"]
-    for colour, rgb in COLOURS.items():
-        Image.new("RGB", (64, 64), rgb).save(folder / f"{colour}.png")
-        rows.append(f"{colour}-game,{colour.title()} Game,{colour}.png,snes")
-    (folder / "games.csv").write_text("\n".join(rows) + "\n")
-    return GameIndex.build(folder / "games.csv", captioner=captioner, progress=False)
 
 
 @pytest.fixture(scope="module")

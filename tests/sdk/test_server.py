@@ -50,20 +50,6 @@ def client(captioner):
 
 
 @pytest.fixture(scope="module")
-def game_index(tmp_path_factory, captioner):
-    """A three-game catalogue of solid colours, indexed with the tiny model."""
-    from gamelab_caption.search import GameIndex
-
-    folder = tmp_path_factory.mktemp("catalogue")
-    rows = ["id,name,image,platform"]
-    for colour, rgb in COLOURS.items():
-        Image.new("RGB", (16, 16), rgb).save(folder / f"{colour}.png")
-        rows.append(f"{colour}-game,{colour.title()} Game,{colour}.png,snes")
-    (folder / "games.csv").write_text("\n".join(rows) + "\n")
-    return GameIndex.build(folder / "games.csv", captioner=captioner, progress=False)
-
-
-@pytest.fixture(scope="module")
 def search_client(captioner, game_index):
     with TestClient(create_app(captioner, game_index, workers=1)) as client:
         yield client
