@@ -2,7 +2,7 @@
 
 from .bundle import Bundle, bundled_models, load_bundle
 from .captioner import Captioner, CaptionResult
-from .errors import BundleError, ImageError
+from .errors import BundleError, ImageError, ImageTooLarge, NotAnImage
 from .search import GameHit, GameIndex
 from .version import __version__
 
@@ -14,6 +14,8 @@ __all__ = [
     "GameHit",
     "GameIndex",
     "ImageError",
+    "ImageTooLarge",
+    "NotAnImage",
     "__version__",
     "bundled_models",
     "load_bundle",

@@ -7,3 +7,11 @@ class ImageError(ValueError):
 
 class BundleError(ValueError):
     """A model bundle is missing, corrupt, or does not match what the SDK expects."""
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than allowed (a decompression-bomb guard), seen in its header."""
+
+
+class NotAnImage(ImageError):
+    """The input is not in any image format Pillow can read."""

@@ -17,7 +17,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, ImageTooLarge, NotAnImage
 
 DEFAULT_MAX_PIXELS = 50_000_000
 _RESIZE_FILTERS = {
@@ -152,12 +152,17 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         except ImageError:
             raise
         except Image.DecompressionBombError as error:
-            raise ImageError(f"Image {_describe(source)} is too large: {error}") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise ImageTooLarge(f"Image {_describe(source)} is too large: {error}") from None
+        except UnidentifiedImageError as error:
+            raise NotAnImage(
+                f"Cannot read {_describe(source)} as an image: it is not an image format "
+                f"Pillow knows ({error})"
+            ) from None
+        except (OSError, SyntaxError, ValueError) as error:
             raise ImageError(f"Cannot read {_describe(source)} as an image: {error}") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"Image {_describe(source)} has {width}x{height} = {width * height:,} pixels, "
             f"more than the limit of {max_pixels:,}"
         )

@@ -207,3 +207,12 @@ def test_too_many_pixels_is_refused_before_decoding(gradient_png):
 def test_to_pixels_accepts_a_loaded_image(gradient_png):
     image = load_image(gradient_png)
     np.testing.assert_array_equal(to_pixels(image, SPEC), preprocess(gradient_png, SPEC))
+
+
+def test_refusals_have_typed_subclasses(gradient_png):
+    from gamelab_caption import ImageTooLarge, NotAnImage
+
+    with pytest.raises(NotAnImage):
+        load_image(b"this is plain text, not an image")
+    with pytest.raises(ImageTooLarge):
+        load_image(gradient_png, max_pixels=10)

@@ -26,9 +26,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from ..captioner import Captioner, CaptionResult
-from ..errors import ImageError
+from ..errors import ImageError, ImageTooLarge
 from ..version import __version__
-from .inference import Analysis, ImageTooLarge, analyse
+from .inference import Analysis, analyse
 from .pool import InferencePool, PoolFull, available_cores
 from .schemas import CaptionResponse, ErrorResponse, Health, SearchResponse
 from .uploads import FORM_FIELD, read_image

@@ -1,30 +1,18 @@
 """The work one request does on a worker thread: check, decode, caption and maybe search.
 
 Kept apart from the HTTP layer so it is plain Python: bytes in, an ``Analysis`` out, typed
-``ImageError`` subclasses for the two ways an upload is refused (too large, not an image).
+``ImageError`` subclasses (errors.py) for the two ways an upload is refused: too large
+(checked from the header, before any pixel decodes) and not an image.
 """
 
 from __future__ import annotations
 
-import io
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
-
 from ..captioner import Captioner, CaptionResult
-from ..errors import ImageError
 from ..preprocessing import load_image
-
-
-class ImageTooLarge(ImageError):
-    """The image has more pixels than the captioner accepts (a decompression-bomb guard)."""
-
-
-class NotAnImage(ImageError):
-    """Pillow does not recognise the bytes as any image format."""
 
 
 @dataclass(frozen=True)
@@ -40,27 +28,6 @@ class Analysis:
     result: CaptionResult
     hits: list[Any] | None
     timings_ms: dict[str, float]
-
-
-def _check_header(data: bytes, max_pixels: int) -> None:
-    """Refuse unknown formats and oversized images from the header, before any pixel decodes."""
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns below 2x its own limit; our limit is checked right after.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as error:
-        raise ImageTooLarge(f"The image is too large: {error}") from None
-    except (OSError, SyntaxError, ValueError):  # UnidentifiedImageError is an OSError
-        raise NotAnImage(
-            "The upload is not an image this server can read (JPEG, PNG, WebP, GIF, BMP, TIFF)"
-        ) from None
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"The image has {width}x{height} = {width * height:,} pixels, "
-            f"more than the limit of {max_pixels:,}"
-        )
 
 
 def _milliseconds(start: float) -> float:
@@ -87,7 +54,6 @@ def analyse(
     """
     timings = {}
     start = time.perf_counter()
-    _check_header(data, captioner.max_pixels)
     image = load_image(data, max_pixels=captioner.max_pixels)
     timings["decode"] = _milliseconds(start)
     start = time.perf_counter()
