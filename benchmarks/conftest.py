@@ -132,6 +132,17 @@ class BundleCase:
     def id(self) -> str:
         return f"{self.run.name}-{self.precision}"
 
+    @property
+    def fields(self) -> dict[str, str]:
+        """What every SDK benchmark record says about the bundle it measured."""
+        return {
+            "pipeline": "sdk",
+            "run": self.run.name,
+            "encoder": self.run.config.encoder,
+            "bundle": self.bundle_name,
+            "precision": self.precision,
+        }
+
 
 def load_run(path: Path) -> RunCase:
     from gamelab_export.config import TrainConfig

@@ -24,6 +24,16 @@ GOAL_RSS_MB = 150.0  # fresh process peak RSS
 GOAL_FIRST_S = 1.0  # process start to first caption
 LOADED_FRACTION = 0.5  # warn when the 1-min load average passes this share of the CPUs
 _EVAL_MODELS = {"tf-eager": "TensorFlow FP32", "tf-compiled": "TensorFlow FP32"}
+BREAKDOWN_COLUMNS = (
+    "preprocess_ms",
+    "encoder_ms",
+    "steps",
+    "step_ms",
+    "decoder_steps_ms",
+    "beam_bookkeeping_ms",
+    "init_and_rest_ms",
+    "total_ms",
+)
 _COLOURS = {"tf-eager": "#b0b0b0", "tf-compiled": "#606060", "fp32": "#6baed6", "int8": "#08519c"}
 
 
@@ -242,19 +252,7 @@ def summarise(output_json: dict) -> dict:
             {
                 "bundle": f"{r['run']} {r['precision'].upper()}",
                 "beam": r["beam"],
-                **{
-                    k: r[k]
-                    for k in (
-                        "preprocess_ms",
-                        "encoder_ms",
-                        "steps",
-                        "step_ms",
-                        "decoder_steps_ms",
-                        "beam_bookkeeping_ms",
-                        "init_and_rest_ms",
-                        "total_ms",
-                    )
-                },
+                **{k: r[k] for k in BREAKDOWN_COLUMNS},
             }
             for r in _rows(output_json, "breakdown")
         ],
@@ -353,18 +351,7 @@ def markdown(summary: dict) -> str:
         "## Breakdown of one caption (batch 1, ms, means over the images)",
         markdown_table(
             summary["breakdown"],
-            [
-                "bundle",
-                "beam",
-                "preprocess_ms",
-                "encoder_ms",
-                "steps",
-                "step_ms",
-                "decoder_steps_ms",
-                "beam_bookkeeping_ms",
-                "init_and_rest_ms",
-                "total_ms",
-            ],
+            ["bundle", "beam", *BREAKDOWN_COLUMNS],
             float_format=".2f",
         ),
         markdown_table(summary["decoder_step"], ["bundle", "rows", "ms/step"], float_format=".3f"),

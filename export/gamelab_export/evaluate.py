@@ -50,22 +50,17 @@ def caption_with_bundle(
     examples: list[Example],
     beam_size: int,
     max_length: int | None = None,
-    batch_size: int = 16,
     threads: int | None = None,
 ) -> list[str]:
+    """Captions through the SDK exactly as users get them (``caption_batch`` chunks itself)."""
     captioner = Captioner(bundle, threads=threads)
-    captions = []
-    for start in range(0, len(examples), batch_size):
-        batch = [e.path for e in examples[start : start + batch_size]]
-        for example, result in zip(
-            examples[start : start + batch_size],
-            captioner.caption_batch(batch, beam_size=beam_size, max_length=max_length),
-            strict=True,
-        ):
-            if result.error is not None:
-                logger.warning("No caption for %s: %s", example.path, result.error)
-            captions.append(result.text)
-    return captions
+    results = captioner.caption_batch(
+        [e.path for e in examples], beam_size=beam_size, max_length=max_length
+    )
+    for example, result in zip(examples, results, strict=True):
+        if result.error is not None:
+            logger.warning("No caption for %s: %s", example.path, result.error)
+    return [result.text for result in results]
 
 
 def evaluate_bundle(

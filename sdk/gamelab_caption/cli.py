@@ -14,12 +14,11 @@ import sys
 from collections.abc import Callable
 
 from .bundle import DEFAULT_MODEL, bundled_models
-from .captioner import Captioner, CaptionResult
+from .captioner import BATCH_SIZE, Captioner, CaptionResult
 from .errors import BundleError
 from .version import __version__
 
 PROG = "gamelab-caption"
-CHUNK = 64  # images per caption_batch call: output streams and memory stays bounded
 # argv[0] -> handler(rest of argv) -> exit code. Filled as subcommands are added.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
 
@@ -95,8 +94,9 @@ def _caption(args: argparse.Namespace) -> int:
         _error(error)
         return 2
     failed = False
-    for start in range(0, len(args.images), CHUNK):
-        paths = args.images[start : start + CHUNK]
+    # One caption_batch chunk at a time, so captions print as they are made.
+    for start in range(0, len(args.images), BATCH_SIZE):
+        paths = args.images[start : start + BATCH_SIZE]
         results = captioner.caption_batch(paths, beam_size=args.beam, max_length=args.max_length)
         for path, result in zip(paths, results, strict=True):
             if result.error is not None:
