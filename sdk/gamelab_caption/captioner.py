@@ -224,7 +224,7 @@ class Captioner:
             return self._sessions["decoder_step"].run(
                 ["log_probs", "next_hidden", "attention"],
                 {
-                    "token": tokens.astype(np.int64),
+                    "token": np.asarray(tokens, np.int64),  # no copy: already int64
                     "hidden": state,
                     "memory": row_memory,
                     "keys": row_keys,
