@@ -39,15 +39,20 @@ class TrainConfig:
     patience: int = 3  # epochs without dev improvement before stopping
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     seed: int = 0
+    decoders: int = 1  # decoders trained with seeds seed, seed+1, ...; averaged at every step
     feature_batch_size: int = 32  # images per encoder call during feature extraction
     beam_size: int = 3  # evaluation and bundle default
     eval_beam_sizes: str = "1,3,5"  # decodings in the evaluation table (1 = greedy)
     length_penalty: float = 0.7  # score = log_prob / length ** length_penalty, until tuned
-    tune_length_penalties: str = "0,0.5,1,1.5"  # candidates the tune stage tries on dev
+    tune_length_penalties: str = "0,0.25,0.4,0.5,0.6,0.75,1,1.5"  # tried on dev by `tune`
     calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
     int8_format: str = "qoperator"  # or "qdq"; QOperator measured faster on this encoder
     eval_images: int | None = None  # cap on test images for smoke tests; None = all
     bundle_name: str | None = None  # default: encoder name with "-" (efficientnet-lite0)
+
+    def __post_init__(self):
+        if self.decoders < 1:
+            raise ValueError(f"decoders must be >= 1, got {self.decoders}")
 
     @property
     def run_dir(self) -> Path:

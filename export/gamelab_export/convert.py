@@ -77,9 +77,7 @@ def decoder_functions(decoder, locations: int, feature_dim: int):
     """decoder_init and decoder_step as tf.functions over the trained Keras decoder."""
     import tensorflow as tf
 
-    memory_width = decoder.project.units
-    key_width = decoder.attention_keys.units
-    units = decoder.gru.units
+    memory_width, key_width, units = decoder.memory_width, decoder.key_width, decoder.state_width
 
     @tf.function(input_signature=[tf.TensorSpec((None, locations, feature_dim), tf.float32)])
     def init(features):

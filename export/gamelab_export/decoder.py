@@ -46,6 +46,18 @@ class CaptionDecoder(keras.Model):
         self.deep_output = keras.layers.Dense(embedding_dim, activation="tanh", name="deep_output")
         self.logits = keras.layers.Dense(vocab_size, name="logits")
 
+    @property
+    def memory_width(self) -> int:
+        return self.project.units
+
+    @property
+    def key_width(self) -> int:
+        return self.attention_keys.units
+
+    @property
+    def state_width(self) -> int:
+        return self.gru.units
+
     def initial_state(self, features):
         """features (N, L, D) -> memory (N, L, E), keys (N, L, A), hidden (N, U)."""
         memory = self.project(features)  # (N, L, E)
@@ -80,6 +92,54 @@ class CaptionDecoder(keras.Model):
             all_logits.append(logits)
             all_attention.append(attention)
         return tf.stack(all_logits, axis=1), tf.stack(all_attention, axis=1)
+
+
+class DecoderEnsemble:
+    """Several trained decoders run as one, with the same ``initial_state`` and ``step``.
+
+    Their memories, keys and GRU states sit side by side on the last axis, so the exported
+    graphs keep the bundle's three-graph contract and the SDK runs an ensemble unchanged. The
+    step's scores are the mean of the members' log-probabilities (a product of experts; the
+    beam search renormalises them), its attention the members' mean.
+    """
+
+    def __init__(self, members: list[CaptionDecoder]):
+        if len({m.vocab_size for m in members}) != 1:
+            raise ValueError("Ensemble members must share one vocabulary")
+        self.members = members
+        self.vocab_size = members[0].vocab_size
+
+    @property
+    def memory_width(self) -> int:
+        return sum(m.memory_width for m in self.members)
+
+    @property
+    def key_width(self) -> int:
+        return sum(m.key_width for m in self.members)
+
+    @property
+    def state_width(self) -> int:
+        return sum(m.state_width for m in self.members)
+
+    def initial_state(self, features):
+        states = [m.initial_state(features) for m in self.members]
+        return tuple(tf.concat(parts, axis=-1) for parts in zip(*states, strict=True))
+
+    def step(self, token, hidden, memory, keys, training=False):
+        hiddens = tf.split(hidden, [m.state_width for m in self.members], axis=-1)
+        memories = tf.split(memory, [m.memory_width for m in self.members], axis=-1)
+        all_keys = tf.split(keys, [m.key_width for m in self.members], axis=-1)
+        log_probs, next_hiddens, attentions = [], [], []
+        for member, *state in zip(self.members, hiddens, memories, all_keys, strict=True):
+            logits, next_hidden, attention = member.step(token, *state, training=training)
+            log_probs.append(tf.nn.log_softmax(logits))
+            next_hiddens.append(next_hidden)
+            attentions.append(attention)
+        return (
+            tf.add_n(log_probs) / len(log_probs),
+            tf.concat(next_hiddens, axis=-1),
+            tf.add_n(attentions) / len(attentions),
+        )
 
 
 def build_decoder(config, vocab_size: int, feature_dim: int, locations: int) -> CaptionDecoder:

@@ -107,16 +107,15 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
     prepare(config)
     sets = features(config, progress=progress)
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
-    return train_decoder(config, vocabulary, sets["train"], sets["dev"], progress=progress)
+    states = [
+        train_decoder(config, vocabulary, sets["train"], sets["dev"], progress, member)
+        for member in range(config.decoders)
+    ]
+    return states[0] if len(states) == 1 else {"members": states}
 
 
 def _trained_decoder(config: TrainConfig):
     from .train import load_trained_decoder
-
-    if not (config.run_dir / "checkpoints" / "best.weights.h5").exists():
-        raise FileNotFoundError(
-            f"No trained decoder in {config.run_dir}: run `gamelab-export train` first"
-        )
 
     spec = encoder_spec(config.encoder, config.encoder_weights)
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
@@ -164,9 +163,14 @@ def quantize(config: TrainConfig, force: bool = False) -> None:
 
 def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -> dict:
     spec = encoder_spec(config.encoder, config.encoder_weights)
+    decoders = (
+        "Bahdanau-attention GRU decoder"
+        if config.decoders == 1
+        else f"ensemble of {config.decoders} Bahdanau-attention GRU decoders"
+    )
     return {
         "name": bundle_name(config),
-        "description": f"{spec.name} encoder + Bahdanau-attention GRU decoder, {precision}",
+        "description": f"{spec.name} encoder + {decoders}, {precision}",
         "precision": precision,
         "encoder": {
             "name": spec.name,

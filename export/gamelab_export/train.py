@@ -15,7 +15,7 @@ from gamelab_caption.vocabulary import Vocabulary, tokenize
 
 from .captions import encode_captions
 from .config import TrainConfig
-from .decoder import CaptionDecoder, build_decoder
+from .decoder import CaptionDecoder, DecoderEnsemble, build_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -101,19 +101,34 @@ def _plot(history: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def train(
-    config: TrainConfig, vocabulary: Vocabulary, train_set, dev_set, progress: bool = True
-) -> dict:
-    """Train (or resume) the decoder; keeps the best-on-dev weights in checkpoints/best.
+def checkpoint_dir(config: TrainConfig, member: int = 0) -> Path:
+    """Member 0 of an ensemble keeps the single-decoder folder name."""
+    return config.run_dir / ("checkpoints" if member == 0 else f"checkpoints-{member}")
 
-    ``train_set`` / ``dev_set`` are (examples, FeatureSet) pairs.
+
+def train(
+    config: TrainConfig,
+    vocabulary: Vocabulary,
+    train_set,
+    dev_set,
+    progress: bool = True,
+    member: int = 0,
+) -> dict:
+    """Train (or resume) one decoder; keeps its best-on-dev weights in checkpoint_dir/best.
+
+    ``train_set`` / ``dev_set`` are (examples, FeatureSet) pairs. Ensemble member ``member``
+    differs from member 0 only by its seed (``config.seed + member``).
     Returns the training state: history, best epoch and its dev BLEU-4.
     """
+    import dataclasses
+
     import tensorflow as tf
     from tqdm import tqdm
 
+    config = dataclasses.replace(config, seed=config.seed + member)
     tf.random.set_seed(config.seed)
-    folder = config.run_dir / "checkpoints"
+    folder = checkpoint_dir(config, member)
+    curves_name = "training_curves.png" if member == 0 else f"training_curves-{member}.png"
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / "state.json"
     train_examples, train_features = train_set
@@ -215,14 +230,22 @@ def train(
         state["epoch"] = epoch
         checkpoint.write(str(folder / "last"))
         state_path.write_text(json.dumps(state, indent=1))
-        _plot(state["history"], config.run_dir / "training_curves.png")
+        _plot(state["history"], config.run_dir / curves_name)
     return state
 
 
 def load_trained_decoder(
     config: TrainConfig, vocabulary: Vocabulary, feature_dim: int, locations: int
-) -> CaptionDecoder:
-    """The best-on-dev decoder of a finished run."""
-    decoder = build_decoder(config, len(vocabulary), feature_dim, locations)
-    decoder.load_weights(str(config.run_dir / "checkpoints" / "best.weights.h5"))
-    return decoder
+) -> CaptionDecoder | DecoderEnsemble:
+    """The best-on-dev decoder of a finished run; an ensemble of them if ``decoders`` > 1."""
+    members = []
+    for member in range(config.decoders):
+        weights = checkpoint_dir(config, member) / "best.weights.h5"
+        if not weights.exists():
+            raise FileNotFoundError(
+                f"No trained decoder {member} in {config.run_dir}: run `gamelab-export train`"
+            )
+        decoder = build_decoder(config, len(vocabulary), feature_dim, locations)
+        decoder.load_weights(str(weights))
+        members.append(decoder)
+    return members[0] if len(members) == 1 else DecoderEnsemble(members)

@@ -2,8 +2,10 @@
 domain test images, captioned by hand in COCO format), then export, INT8, bundle, and
 captioning through the SDK exactly as users run it. Minutes on 2 cores."""
 
+import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from gamelab_caption import Captioner, load_bundle  # noqa: E402
 from gamelab_caption.preprocessing import preprocess  # noqa: E402
 from gamelab_export import cli, pipeline  # noqa: E402
 from gamelab_export.config import load_config  # noqa: E402
+from gamelab_export.decoder import build_decoder  # noqa: E402
 
 CAPTIONS = {
     "chelsea.png": ["a cat sits on the floor", "an orange cat looks up"],
@@ -62,6 +65,24 @@ def run(coco_file, tmp_path_factory):
     argv = [f"--data={path}", f"--images_dir={images_dir}", f"--output={output}", *SETTINGS]
     assert cli.main(["all", "--quiet", *argv]) == 0
     return load_config(None, argv)
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(run, tmp_path_factory):
+    """``run`` plus a second decoder (seed + 1), exported as one ensemble bundle."""
+    output = tmp_path_factory.mktemp("ensemble")
+    shutil.copytree(
+        run.run_dir,
+        output,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("onnx", "bundles", "eval"),
+    )
+    ensemble = dataclasses.replace(run, output=str(output), decoders=2)
+    for stage in pipeline.STAGES:
+        getattr(pipeline, stage)(
+            ensemble, **({"progress": False} if stage in ("train", "features") else {})
+        )
+    return ensemble
 
 
 def test_all_stages_leave_their_outputs(run):
@@ -171,3 +192,53 @@ def test_training_resumes_after_the_last_finished_epoch(run):
     assert after["epoch"] == before["epoch"] + 1
     assert after["history"][: before["epoch"]] == before["history"]
     assert len(after["history"]) == before["epoch"] + 1
+
+
+def test_an_ensemble_step_is_the_mean_of_its_members_log_probs(ensemble_run, coco_file):
+    from gamelab_export.train import checkpoint_dir
+
+    _, images_dir = coco_file
+    captioner = Captioner(pipeline.bundle_dirs(ensemble_run)["fp32"])
+    pixels = np.stack(
+        [
+            preprocess(os.path.join(images_dir, name), captioner.bundle.image_spec)
+            for name in CAPTIONS
+        ]
+    )
+    features, _ = captioner.encode(pixels)
+    sessions = captioner._sessions
+    memory, keys, hidden = sessions["decoder_init"].run(None, {"features": features})
+    assert hidden.shape == (len(CAPTIONS), 2 * ensemble_run.units)
+    tokens = np.full(len(pixels), captioner.bundle.vocabulary.start_id)
+    log_probs, _, attention = sessions["decoder_step"].run(
+        None, {"token": tokens, "hidden": hidden, "memory": memory, "keys": keys}
+    )
+
+    vocabulary_size = len(captioner.bundle.vocabulary)
+    member_log_probs, member_attention = [], []
+    for member in range(2):
+        decoder = build_decoder(ensemble_run, vocabulary_size, features.shape[2], features.shape[1])
+        decoder.load_weights(str(checkpoint_dir(ensemble_run, member) / "best.weights.h5"))
+        member_memory, member_keys, member_hidden = decoder.initial_state(features)
+        logits, _, weights = decoder.step(tokens, member_hidden, member_memory, member_keys)
+        member_log_probs.append(tf.nn.log_softmax(logits).numpy())
+        member_attention.append(weights.numpy())
+    assert not np.allclose(*member_log_probs, atol=1e-2)  # two seeds: two different decoders
+    # The SDK renormalises the step's scores; the ensemble is their geometric mean.
+    expected = tf.nn.log_softmax(np.mean(member_log_probs, axis=0)).numpy()
+    np.testing.assert_allclose(tf.nn.log_softmax(log_probs).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(attention, np.mean(member_attention, axis=0), atol=1e-5)
+
+
+def test_the_sdk_captions_with_an_int8_ensemble_bundle(ensemble_run, coco_file):
+    _, images_dir = coco_file
+    captioner = Captioner(pipeline.bundle_dirs(ensemble_run)["int8"])
+    results = captioner.caption_batch(
+        [os.path.join(images_dir, name) for name in ("chelsea.png", "coffee.png", "rocket.jpg")],
+        return_attention=True,
+    )
+    assert "cat" in results[0].tokens
+    assert "coffee" in results[1].tokens
+    assert "rocket" in results[2].tokens
+    assert results[0].attention.shape[1:] == (7, 7)  # the members' mean attention
+    assert captioner.bundle.manifest["config"]["decoders"] == 2

@@ -1,0 +1,25 @@
+import pytest
+
+from gamelab_export.config import load_config
+
+
+def test_overrides_take_the_declared_types(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("units: 256\ndecoders: 2\n")
+    config = load_config(yaml_file, ["--units=128", "--length_penalty=0.5", "--dev_data=none"])
+    assert (config.units, config.decoders, config.length_penalty) == (128, 2, 0.5)
+    assert config.dev_data is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--unit=128", "Unknown config keys: unit"),
+        ("--units=many", "units='many' is not a valid int"),
+        ("--decoders=0", "decoders must be >= 1"),
+        ("--units", "must look like --key=value"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
