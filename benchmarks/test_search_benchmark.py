@@ -38,6 +38,7 @@ from gamelab_caption.bundle import DEFAULT_MODEL
 from gamelab_caption.catalog import read_catalog
 from gamelab_caption.errors import ImageError
 from gamelab_caption.preprocessing import load_image
+from gamelab_caption.whitening import perspective_coefficients
 
 imagehash = pytest.importorskip("imagehash", reason="the baseline needs imagehash")
 
@@ -56,15 +57,6 @@ LEVELS = {
     "strong": dict(corner=0.12, rotate=15, margin=0.25, cut=0.10, light=0.30, white_balance=0.18,
                    blur=1.4, noise=9.0, jpeg=45, glare=0.6),
 }  # fmt: skip
-
-
-def _perspective_coefficients(source: np.ndarray, target: np.ndarray) -> list[float]:
-    """Pillow's PERSPECTIVE maps output (target) corners back to input (source) corners."""
-    rows = []
-    for (x, y), (u, v) in zip(target, source, strict=True):
-        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-    return np.linalg.solve(np.asarray(rows), source.reshape(8)).tolist()
 
 
 def _background(size: tuple[int, int], rng: np.random.Generator, clutter: Image.Image):
@@ -98,7 +90,7 @@ def photograph(cover: Image.Image, level: str, rng: np.random.Generator, clutter
     centre = np.array(canvas) / 2
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     target = (target - centre) @ rotation.T + centre
-    coefficients = _perspective_coefficients(corners, target)
+    coefficients = perspective_coefficients(corners, target)
     perspective = Image.Transform.PERSPECTIVE
     warped = cover.transform(canvas, perspective, coefficients, Image.Resampling.BICUBIC)
     mask = Image.new("L", cover.size, 255).transform(

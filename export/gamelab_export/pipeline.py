@@ -111,6 +111,7 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
         train_decoder(config, vocabulary, sets["train"], sets["dev"], progress, member)
         for member in range(config.decoders)
     ]
+    config.save(config.run_dir / "config.json")  # what trained these checkpoints, e.g. decoders
     return states[0] if len(states) == 1 else {"members": states}
 
 

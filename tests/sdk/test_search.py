@@ -21,7 +21,6 @@ from gamelab_caption import BundleError, Captioner, GameHit, GameIndex, ImageErr
 from gamelab_caption.bundle import MANIFEST, write_manifest
 from gamelab_caption.catalog import CatalogEntry
 from gamelab_caption.cli import main
-from gamelab_caption.search import WHITEN_MIN_COVERS
 
 COVERS = {
     "red": (230, 20, 20),
@@ -264,23 +263,6 @@ def test_no_progress_bar_and_no_error_without_tqdm(captioner, catalog_dir, monke
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import now raises ImportError
     index = GameIndex.build(catalog_dir / "games.csv", captioner=captioner)
     assert len(index) == 1 and capsys.readouterr().err == ""
-
-
-def test_a_large_enough_first_fill_learns_a_whitening_that_survives_saving(captioner, tmp_path):
-    rng = np.random.default_rng(0)
-    colours = rng.integers(0, 256, (WHITEN_MIN_COVERS + 6, 3))
-    lines = []
-    for number, rgb in enumerate(colours):
-        Image.new("RGB", (24, 32), tuple(int(c) for c in rgb)).save(tmp_path / f"{number}.png")
-        lines.append(json.dumps({"id": number, "name": f"Game {number}", "image": f"{number}.png"}))
-    (tmp_path / "games.jsonl").write_text("\n".join(lines))
-    index = GameIndex.build(tmp_path / "games.jsonl", captioner=captioner, progress=False)
-    assert index.whitened
-    found = [index.search(tmp_path / f"{n}.png", k=1)[0].game_id for n in range(len(colours))]
-    assert np.mean([hit == str(n) for n, hit in enumerate(found)]) >= 0.9  # 3-d colours crowd
-    loaded = GameIndex.load(index.save(tmp_path / "games.idx"), captioner=captioner)
-    assert loaded.whitened
-    assert loaded.search(tmp_path / "5.png", k=3) == index.search(tmp_path / "5.png", k=3)
 
 
 def test_an_entry_with_one_good_image_is_built_and_the_bad_one_noted(captioner, catalog_dir):
