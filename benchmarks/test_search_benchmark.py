@@ -38,7 +38,7 @@ from gamelab_caption.bundle import DEFAULT_MODEL
 from gamelab_caption.catalog import read_catalog
 from gamelab_caption.errors import ImageError
 from gamelab_caption.preprocessing import load_image
-from gamelab_caption.whitening import perspective_coefficients
+from gamelab_caption.whitening import cut_side, perspective_coefficients
 
 imagehash = pytest.importorskip("imagehash", reason="the baseline needs imagehash")
 
@@ -100,13 +100,7 @@ def photograph(cover: Image.Image, level: str, rng: np.random.Generator, clutter
     pixels = alpha * np.asarray(warped) + (1 - alpha) * _background(canvas, rng, clutter)
 
     cut = p["cut"] * rng.uniform(0, 1)  # the photo misses a strip of the box on one side
-    rows, columns = pixels.shape[:2]
-    pixels = [
-        pixels[round(cut * rows) :],
-        pixels[: rows - round(cut * rows)],
-        pixels[:, round(cut * columns) :],
-        pixels[:, : columns - round(cut * columns)],
-    ][rng.integers(4)]
+    pixels = cut_side(pixels, cut, int(rng.integers(4)))
 
     gain = 1 + p["light"] * rng.uniform(-1, 1)
     contrast = 1 + p["light"] / 2 * rng.uniform(-1, 1)

@@ -34,6 +34,18 @@ def perspective_coefficients(source: np.ndarray, target: np.ndarray) -> list[flo
     return np.linalg.solve(np.asarray(rows), source.reshape(8)).tolist()
 
 
+def cut_side(pixels: np.ndarray, fraction: float, side: int) -> np.ndarray:
+    """Drop ``fraction`` of the rows or columns of (H, W, C) ``pixels`` at one side:
+    0 top, 1 bottom, 2 left, 3 right; the photo misses a strip of the box."""
+    rows, columns = pixels.shape[:2]
+    return [
+        pixels[round(fraction * rows) :],
+        pixels[: rows - round(fraction * rows)],
+        pixels[:, round(fraction * columns) :],
+        pixels[:, : columns - round(fraction * columns)],
+    ][side]
+
+
 def _background(size: tuple[int, int], rng: np.random.Generator, clutter: Image.Image | None):
     """A plain table, a striped one (wood, cloth), or another box out of focus: (H, W, 3)."""
     width, height = size
@@ -102,13 +114,7 @@ def simulate_photo(
     strength = rng.uniform(0.3, 1.0)
     pixels = _place(cover, strength, rng, clutter)
     cut = rng.uniform(0, MAX_CUT) * strength
-    rows, columns = pixels.shape[:2]
-    pixels = [
-        pixels[round(cut * rows) :],
-        pixels[: rows - round(cut * rows)],
-        pixels[:, round(cut * columns) :],
-        pixels[:, : columns - round(cut * columns)],
-    ][rng.integers(4)]
+    pixels = cut_side(pixels, cut, int(rng.integers(4)))
     pixels = _relight(pixels, strength, rng)
     photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     photo = photo.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.8) * strength))
