@@ -4,6 +4,7 @@ per-epoch checkpoints that resume, learning-rate decay and early stopping on the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -101,9 +102,13 @@ def _plot(history: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def _member_suffix(member: int) -> str:
+    """Member 0 of an ensemble keeps the single-decoder file names."""
+    return "" if member == 0 else f"-{member}"
+
+
 def checkpoint_dir(config: TrainConfig, member: int = 0) -> Path:
-    """Member 0 of an ensemble keeps the single-decoder folder name."""
-    return config.run_dir / ("checkpoints" if member == 0 else f"checkpoints-{member}")
+    return config.run_dir / f"checkpoints{_member_suffix(member)}"
 
 
 def train(
@@ -120,15 +125,12 @@ def train(
     differs from member 0 only by its seed (``config.seed + member``).
     Returns the training state: history, best epoch and its dev BLEU-4.
     """
-    import dataclasses
-
     import tensorflow as tf
     from tqdm import tqdm
 
     config = dataclasses.replace(config, seed=config.seed + member)
     tf.random.set_seed(config.seed)
     folder = checkpoint_dir(config, member)
-    curves_name = "training_curves.png" if member == 0 else f"training_curves-{member}.png"
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / "state.json"
     train_examples, train_features = train_set
@@ -230,7 +232,7 @@ def train(
         state["epoch"] = epoch
         checkpoint.write(str(folder / "last"))
         state_path.write_text(json.dumps(state, indent=1))
-        _plot(state["history"], config.run_dir / curves_name)
+        _plot(state["history"], config.run_dir / f"training_curves{_member_suffix(member)}.png")
     return state
 
 
