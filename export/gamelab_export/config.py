@@ -40,6 +40,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     seed: int = 0
     decoders: int = 1  # decoders trained with seeds seed, seed+1, ...; averaged at every step
+    member_units: str | None = None  # GRU width of each decoder, e.g. "1024,512"; None: units
     feature_batch_size: int = 32  # images per encoder call during feature extraction
     beam_size: int = 3  # evaluation and bundle default
     eval_beam_sizes: str = "1,3,5"  # decodings in the evaluation table (1 = greedy)
@@ -47,12 +48,33 @@ class TrainConfig:
     tune_length_penalties: str = "0,0.25,0.4,0.5,0.6,0.75,1,1.5"  # tried on dev by `tune`
     calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
     int8_format: str = "qoperator"  # or "qdq"; QOperator measured faster on this encoder
+    decoder_weights: str = "int4"  # or "int8" (dynamic); see quantize.quantize_decoder
     eval_images: int | None = None  # cap on test images for smoke tests; None = all
     bundle_name: str | None = None  # default: encoder name with "-" (efficientnet-lite0)
 
     def __post_init__(self):
         if self.decoders < 1:
             raise ValueError(f"decoders must be >= 1, got {self.decoders}")
+        if self.decoder_weights not in ("int4", "int8"):
+            raise ValueError(f"decoder_weights must be int4 or int8, got {self.decoder_weights!r}")
+        if self.member_units is not None:
+            widths = self.member_units.split(",")
+            if len(widths) != self.decoders or not all(w.strip().isdigit() for w in widths):
+                raise ValueError(
+                    f"member_units must list {self.decoders} positive widths (one per decoder), "
+                    f"got {self.member_units!r}"
+                )
+
+    def member(self, index: int) -> TrainConfig:
+        """Ensemble member ``index``: its own seed (seed + index) and, if given, GRU width."""
+        if not 0 <= index < self.decoders:
+            raise IndexError(f"member {index} of {self.decoders} decoders")
+        units = self.units
+        if self.decoder_weights not in ("int4", "int8"):
+            raise ValueError(f"decoder_weights must be int4 or int8, got {self.decoder_weights!r}")
+        if self.member_units is not None:
+            units = int(self.member_units.split(",")[index])
+        return dataclasses.replace(self, seed=self.seed + index, units=units)
 
     @property
     def run_dir(self) -> Path:

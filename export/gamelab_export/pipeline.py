@@ -159,7 +159,16 @@ def quantize(config: TrainConfig, force: bool = False) -> None:
         config.int8_format,
     )
     for graph in ("decoder_init", "decoder_step"):
-        quantize_decoder(folder / GRAPH_FILES[graph], targets[graph])
+        quantize_decoder(folder / GRAPH_FILES[graph], targets[graph], config.decoder_weights)
+
+
+_QUANTIZATION = {
+    "fp32": {},
+    "int8": {
+        "int4": "encoder static INT8; decoder weight-only 4-bit MatMuls, INT8 embeddings",
+        "int8": "encoder static INT8; decoder dynamic INT8",
+    },
+}
 
 
 def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -> dict:
@@ -173,6 +182,7 @@ def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -
         "name": bundle_name(config),
         "description": f"{spec.name} encoder + {decoders}, {precision}",
         "precision": precision,
+        "quantization": _QUANTIZATION[precision].get(config.decoder_weights, "none"),
         "encoder": {
             "name": spec.name,
             "image": spec.image.to_dict(),

@@ -1,5 +1,6 @@
-"""INT8 with onnxruntime.quantization: static QDQ for the encoder (per-channel weights,
-calibrated on real training images through the SDK's preprocessing), dynamic for the decoder.
+"""Quantisation with onnxruntime.quantization: static INT8 for the encoder (per-channel
+weights, calibrated on real training images through the SDK's preprocessing), weight-only
+4-bit (or dynamic INT8) for the decoder.
 """
 
 from __future__ import annotations
@@ -68,18 +69,96 @@ def quantize_encoder(
     return Path(target)
 
 
-def quantize_decoder(source: str | Path, target: str | Path) -> Path:
-    """Dynamic INT8 weights for the MatMuls/Gathers; activations quantised on the fly."""
+DECODER_WEIGHTS = ("int4", "int8")
+
+
+def quantize_decoder(
+    source: str | Path, target: str | Path, weights: str = "int4", block_size: int = 128
+) -> Path:
+    """Quantise a decoder graph's weights.
+
+    "int4": weight-only 4-bit MatMuls (ONNX Runtime's MatMulNBits, symmetric, one scale per
+    ``block_size`` inputs) and INT8 embedding rows. Activations stay float, so a caption does
+    not depend on the rest of its batch, and the graph is ~40% smaller than "int8"; on the
+    Flickr8k dev split it scored as well as "int8" (BLEU-4 beam 3: 20.67 vs 20.56).
+    "int8": dynamic INT8, activations quantised per call (their scale comes from the whole
+    batch, which is why captions could change with the batch).
+    """
+    if weights not in DECODER_WEIGHTS:
+        raise ValueError(f"Invalid decoder weights {weights!r}, expected one of: int4, int8")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul", "Gather"],
+    if weights == "int8":
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gather"],
+        )
+        return Path(target)
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(
+        _unfuse_gemm(onnx.load(str(source))),
+        bits=4,
+        block_size=block_size,
+        is_symmetric=True,
+        op_types_to_quantize=("MatMul",),
     )
+    quantizer.process()
+    with tempfile.TemporaryDirectory() as scratch:
+        int4 = Path(scratch) / "int4.onnx"
+        quantizer.model.save_model_to_file(str(int4), use_external_data_format=False)
+        # Embeddings as INT8 rows: 4-bit Gather needs opset 21, which changes Split/Reduce*.
+        quantize_dynamic(
+            str(int4),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["Gather"],
+        )
     return Path(target)
+
+
+def _unfuse_gemm(model):
+    """Gemm(x, W, b) -> Add(MatMul(x, W), b) for constant W, so MatMulNBits can take W.
+
+    The export's basic graph fusions turned every Dense layer into a Gemm; the 4-bit quantiser
+    only rewrites MatMul.
+    """
+    from onnx import helper
+
+    constants = {tensor.name for tensor in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = (
+            not attributes.get("transA", 0)
+            and not attributes.get("transB", 0)
+            and attributes.get("alpha", 1.0) == 1.0
+            and attributes.get("beta", 1.0) == 1.0
+        )
+        if node.op_type != "Gemm" or node.input[1] not in constants or not plain:
+            nodes.append(node)
+            continue
+        product = f"{node.output[0]}/matmul"
+        nodes.append(
+            helper.make_node("MatMul", node.input[:2], [product], name=f"{node.name}/MatMul")
+        )
+        if len(node.input) > 2 and node.input[2]:
+            nodes.append(
+                helper.make_node(
+                    "Add", [product, node.input[2]], node.output[:1], name=f"{node.name}/Add"
+                )
+            )
+        else:
+            nodes[-1].output[0] = node.output[0]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
 
 
 def file_sizes(paths: list[Path]) -> dict[str, float]:

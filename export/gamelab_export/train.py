@@ -4,7 +4,6 @@ per-epoch checkpoints that resume, learning-rate decay and early stopping on the
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -122,13 +121,13 @@ def train(
     """Train (or resume) one decoder; keeps its best-on-dev weights in checkpoint_dir/best.
 
     ``train_set`` / ``dev_set`` are (examples, FeatureSet) pairs. Ensemble member ``member``
-    differs from member 0 only by its seed (``config.seed + member``).
+    differs from member 0 by its seed and, with ``member_units``, its width (``config.member``).
     Returns the training state: history, best epoch and its dev BLEU-4.
     """
     import tensorflow as tf
     from tqdm import tqdm
 
-    config = dataclasses.replace(config, seed=config.seed + member)
+    config = config.member(member)
     tf.random.set_seed(config.seed)
     folder = checkpoint_dir(config, member)
     folder.mkdir(parents=True, exist_ok=True)
@@ -247,7 +246,7 @@ def load_trained_decoder(
             raise FileNotFoundError(
                 f"No trained decoder {member} in {config.run_dir}: run `gamelab-export train`"
             )
-        decoder = build_decoder(config, len(vocabulary), feature_dim, locations)
+        decoder = build_decoder(config.member(member), len(vocabulary), feature_dim, locations)
         decoder.load_weights(str(weights))
         members.append(decoder)
     return members[0] if len(members) == 1 else DecoderEnsemble(members)

@@ -18,8 +18,19 @@ def test_overrides_take_the_declared_types(tmp_path):
         ("--units=many", "units='many' is not a valid int"),
         ("--decoders=0", "decoders must be >= 1"),
         ("--units", "must look like --key=value"),
+        ("--member_units=1024,512", "member_units must list 1 positive widths"),
+        ("--decoder_weights=int2", "decoder_weights must be int4 or int8"),
     ],
 )
 def test_bad_settings_are_refused_by_name(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, [override])
+
+
+def test_each_ensemble_member_has_its_own_seed_and_width():
+    config = load_config(None, ["--decoders=3", "--member_units=1024,512,512", "--seed=7"])
+    members = [config.member(index) for index in range(3)]
+    assert [(m.seed, m.units) for m in members] == [(7, 1024), (8, 512), (9, 512)]
+    assert load_config(None, ["--decoders=2", "--units=384"]).member(1).units == 384
+    with pytest.raises(IndexError):
+        config.member(3)

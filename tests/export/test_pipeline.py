@@ -8,6 +8,8 @@ import os
 import shutil
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 tf = pytest.importorskip("tensorflow")
@@ -19,6 +21,7 @@ from gamelab_caption.preprocessing import preprocess  # noqa: E402
 from gamelab_export import cli, pipeline  # noqa: E402
 from gamelab_export.config import load_config  # noqa: E402
 from gamelab_export.decoder import build_decoder  # noqa: E402
+from gamelab_export.quantize import quantize_decoder  # noqa: E402
 
 CAPTIONS = {
     "chelsea.png": ["a cat sits on the floor", "an orange cat looks up"],
@@ -69,7 +72,7 @@ def run(coco_file, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ensemble_run(run, tmp_path_factory):
-    """``run`` plus a second decoder (seed + 1), exported as one ensemble bundle."""
+    """``run`` plus a second, narrower decoder (seed + 1), exported as one ensemble bundle."""
     output = tmp_path_factory.mktemp("ensemble")
     shutil.copytree(
         run.run_dir,
@@ -77,7 +80,9 @@ def ensemble_run(run, tmp_path_factory):
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("onnx", "bundles", "eval"),
     )
-    ensemble = dataclasses.replace(run, output=str(output), decoders=2)
+    ensemble = dataclasses.replace(
+        run, output=str(output), decoders=2, member_units=f"{run.units},{run.units // 2}"
+    )
     for stage in pipeline.STAGES:
         getattr(pipeline, stage)(
             ensemble, **({"progress": False} if stage in ("train", "features") else {})
@@ -146,6 +151,65 @@ def test_onnx_matches_tensorflow_on_real_images(run, coco_file):
     np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-5)
 
 
+def _step_inputs(run, coco_file):
+    """decoder_step inputs for the six training photos, after their first word."""
+    _, images_dir = coco_file
+    captioner = Captioner(pipeline.bundle_dirs(run)["fp32"])
+    features, _ = captioner.encode(
+        np.stack(
+            [
+                preprocess(os.path.join(images_dir, name), captioner.bundle.image_spec)
+                for name in sorted(CAPTIONS)
+            ]
+        )
+    )
+    memory, keys, hidden = captioner._sessions["decoder_init"].run(None, {"features": features})
+    tokens = np.full(len(features), captioner.bundle.vocabulary.start_id)
+    return {"token": tokens, "hidden": hidden, "memory": memory, "keys": keys}
+
+
+@pytest.mark.parametrize("weights", ["int4", "int8"])
+def test_quantised_decoder_steps_stay_close_to_fp32(run, coco_file, tmp_path, weights):
+    source = run.run_dir / "onnx" / "decoder_step.onnx"
+    target = quantize_decoder(source, tmp_path / f"{weights}.onnx", weights)
+    op_types = {node.op_type for node in onnx.load(str(target)).graph.node}
+    assert ("MatMulNBits" in op_types) == (weights == "int4")
+    assert "Gemm" not in op_types  # every weight matrix was quantised
+    inputs = _step_inputs(run, coco_file)
+    expected = ort.InferenceSession(str(source)).run(["log_probs"], inputs)[0]
+    quantised = ort.InferenceSession(str(target)).run(["log_probs"], inputs)[0]
+    # Word probabilities move by a few hundredths at most; the top word stays.
+    assert np.abs(np.exp(quantised) - np.exp(expected)).max() < 0.05
+    np.testing.assert_array_equal(quantised.argmax(axis=1), expected.argmax(axis=1))
+
+
+def test_int4_decoder_captions_do_not_depend_on_the_batch(run, coco_file, tmp_path):
+    target = quantize_decoder(
+        run.run_dir / "onnx" / "decoder_step.onnx", tmp_path / "int4.onnx", "int4"
+    )
+    session = ort.InferenceSession(str(target))
+    inputs = _step_inputs(run, coco_file)
+    together = session.run(None, inputs)
+    for row in range(len(inputs["token"])):
+        alone = session.run(None, {name: value[row : row + 1] for name, value in inputs.items()})
+        for batched, single in zip(together, alone, strict=True):
+            np.testing.assert_allclose(batched[row : row + 1], single, atol=1e-5)
+
+
+def test_int4_decoder_is_smaller_than_int8(run, tmp_path):
+    source = run.run_dir / "onnx" / "decoder_step.onnx"
+    sizes = {
+        weights: quantize_decoder(source, tmp_path / f"{weights}.onnx", weights).stat().st_size
+        for weights in ("int4", "int8")
+    }
+    assert sizes["int4"] < 0.8 * sizes["int8"]
+
+
+def test_unknown_decoder_weights_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="int4, int8"):
+        quantize_decoder(tmp_path / "missing.onnx", tmp_path / "out.onnx", "int2")
+
+
 def test_greedy_captions_agree_between_tensorflow_and_onnx(run):
     rows = json.loads((run.run_dir / "eval" / "metrics.json").read_text())
     by_model = {row["model"]: row for row in rows}
@@ -208,7 +272,7 @@ def test_an_ensemble_step_is_the_mean_of_its_members_log_probs(ensemble_run, coc
     features, _ = captioner.encode(pixels)
     sessions = captioner._sessions
     memory, keys, hidden = sessions["decoder_init"].run(None, {"features": features})
-    assert hidden.shape == (len(CAPTIONS), 2 * ensemble_run.units)
+    assert hidden.shape == (len(CAPTIONS), ensemble_run.units + ensemble_run.units // 2)
     tokens = np.full(len(pixels), captioner.bundle.vocabulary.start_id)
     log_probs, _, attention = sessions["decoder_step"].run(
         None, {"token": tokens, "hidden": hidden, "memory": memory, "keys": keys}
@@ -217,13 +281,15 @@ def test_an_ensemble_step_is_the_mean_of_its_members_log_probs(ensemble_run, coc
     vocabulary_size = len(captioner.bundle.vocabulary)
     member_log_probs, member_attention = [], []
     for member in range(2):
-        decoder = build_decoder(ensemble_run, vocabulary_size, features.shape[2], features.shape[1])
+        decoder = build_decoder(
+            ensemble_run.member(member), vocabulary_size, features.shape[2], features.shape[1]
+        )
         decoder.load_weights(str(checkpoint_dir(ensemble_run, member) / "best.weights.h5"))
         member_memory, member_keys, member_hidden = decoder.initial_state(features)
         logits, _, weights = decoder.step(tokens, member_hidden, member_memory, member_keys)
         member_log_probs.append(tf.nn.log_softmax(logits).numpy())
         member_attention.append(weights.numpy())
-    assert not np.allclose(*member_log_probs, atol=1e-2)  # two seeds: two different decoders
+    assert not np.allclose(*member_log_probs, atol=1e-2)  # two widths and seeds: two decoders
     # The SDK renormalises the step's scores; the ensemble is their geometric mean.
     expected = tf.nn.log_softmax(np.mean(member_log_probs, axis=0)).numpy()
     np.testing.assert_allclose(tf.nn.log_softmax(log_probs).numpy(), expected, atol=1e-4)

@@ -80,3 +80,14 @@ def test_flickr8k_test_photos_get_the_word_all_their_references_use(
     hits = sum(bool(synonyms & set(r.tokens)) for r in results)
     # Measured with the shipped default: dog 27/30, snow 23/30, water 10/12.
     assert hits / len(images) >= 0.75, [r.text for r in results]
+
+
+@pytest.mark.skipif(not FLICKR8K.is_dir(), reason=f"Flickr8k not found at {FLICKR8K}")
+def test_a_batch_captions_each_photo_as_it_would_alone(default_captioner):
+    # The decoder's weights are 4-bit but its activations stay float, so nothing in a batch
+    # depends on the other images (with dynamic INT8 decoders 8 of these 64 differed).
+    split = sorted((FLICKR8K / "Flickr_8k.testImages.txt").read_text().split())[:64]
+    images = [FLICKR8K / "images" / name for name in split]
+    batch = default_captioner.caption_batch(images)
+    alone = [default_captioner.caption(image) for image in images]
+    assert [r.text for r in batch] == [r.text for r in alone]
