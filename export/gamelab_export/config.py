@@ -48,7 +48,7 @@ class TrainConfig:
     tune_length_penalties: str = "0,0.25,0.4,0.5,0.6,0.75,1,1.5"  # tried on dev by `tune`
     calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
     int8_format: str = "qoperator"  # or "qdq"; QOperator measured faster on this encoder
-    decoder_weights: str = "int4"  # or "int8" (dynamic); see quantize.quantize_decoder
+    decoder_weights: str = "int4"  # 4-bit MatMul weights, or "int8" (dynamic); see quantize.py
     eval_images: int | None = None  # cap on test images for smoke tests; None = all
     bundle_name: str | None = None  # default: encoder name with "-" (efficientnet-lite0)
 

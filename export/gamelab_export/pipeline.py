@@ -139,33 +139,39 @@ def export(config: TrainConfig, force: bool = False) -> None:
 
 
 def quantize(config: TrainConfig, force: bool = False) -> None:
+    """Each graph is quantised unless its quantised file exists (``force`` redoes all), so a
+    changed decoder quantisation can be redone without touching the calibrated encoder."""
     from .quantize import calibration_sample, quantize_decoder, quantize_encoder
 
     folder = config.run_dir / "onnx"
     targets = {g: folder / f.replace(".onnx", ".int8.onnx") for g, f in GRAPH_FILES.items()}
-    if all(t.exists() for t in targets.values()) and not force:
+    todo = [graph for graph, target in targets.items() if force or not target.exists()]
+    if not todo:
         logger.info("quantize: INT8 graphs exist, skipping")
         return
-    spec = encoder_spec(config.encoder, config.encoder_weights)
-    train_examples, _ = load_split(config, "train")
-    calibration = calibration_sample(
-        [e.path for e in train_examples], config.calibration_images, config.seed
-    )
-    quantize_encoder(
-        folder / GRAPH_FILES["encoder"],
-        targets["encoder"],
-        calibration,
-        spec.image,
-        config.int8_format,
-    )
+    if "encoder" in todo:
+        spec = encoder_spec(config.encoder, config.encoder_weights)
+        train_examples, _ = load_split(config, "train")
+        calibration = calibration_sample(
+            [e.path for e in train_examples], config.calibration_images, config.seed
+        )
+        quantize_encoder(
+            folder / GRAPH_FILES["encoder"],
+            targets["encoder"],
+            calibration,
+            spec.image,
+            config.int8_format,
+        )
     for graph in ("decoder_init", "decoder_step"):
-        quantize_decoder(folder / GRAPH_FILES[graph], targets[graph], config.decoder_weights)
+        if graph in todo:
+            quantize_decoder(folder / GRAPH_FILES[graph], targets[graph], config.decoder_weights)
 
 
 _QUANTIZATION = {
     "fp32": {},
     "int8": {
-        "int4": "encoder static INT8; decoder weight-only 4-bit MatMuls, INT8 embeddings",
+        "int4": "encoder static INT8; decoder 4-bit MatMul weights (MatMulNBits, accuracy "
+        "level 4: INT8 activations per row), INT8 embeddings",
         "int8": "encoder static INT8; decoder dynamic INT8",
     },
 }

@@ -10,6 +10,7 @@ Graph contract (names are fixed; shapes: N images, R decoder rows, L = grid_h * 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,19 @@ from .preprocessing import DEFAULT_MAX_PIXELS, ImageInput, preprocess
 ENCODER_BATCH = 16  # images per encoder call: bounds peak memory on big batches
 BATCH_SIZE = 64  # images preprocessed and decoded together by caption_batch
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# 1.17's 4-bit MatMul kernel at accuracy level 4 kills the process (illegal instruction).
+MIN_ONNXRUNTIME = (1, 18)
+
+
+def check_onnxruntime_version(version: str = ort.__version__) -> None:
+    """Raise BundleError when ``version`` is older than the bundles' decoders need."""
+    found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if found < MIN_ONNXRUNTIME:
+        needed = ".".join(map(str, MIN_ONNXRUNTIME))
+        raise BundleError(
+            f"onnxruntime {version} is too old for the model bundles: "
+            f"install onnxruntime>={needed} (or onnxruntime-gpu>={needed})"
+        )
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,7 @@ class Captioner:
         threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
+        check_onnxruntime_version()
         self.bundle: Bundle = load_bundle(model)
         self.max_pixels = max_pixels
         options = ort.SessionOptions()

@@ -10,7 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gamelab_caption import Captioner, CaptionResult, ImageError
+from gamelab_caption import BundleError, Captioner, CaptionResult, ImageError
+from gamelab_caption.captioner import check_onnxruntime_version
 
 
 def test_caption_names_the_colour(captioner, image_files):
@@ -151,3 +152,14 @@ def test_length_penalty_divides_the_score_by_length(captioner, image_files):
     per_token = captioner.caption(image_files["red"], length_penalty=1.0)
     assert raw.text == per_token.text == "red ball"
     assert per_token.score == pytest.approx(raw.score / (len(raw.tokens) + 1))  # + <end>
+
+
+@pytest.mark.parametrize("version", ["1.17.3", "1.9.0", "0.99"])
+def test_an_onnxruntime_too_old_for_the_bundles_is_named(version):
+    with pytest.raises(BundleError, match=f"onnxruntime {version} is too old.*>=1.18"):
+        check_onnxruntime_version(version)
+
+
+@pytest.mark.parametrize("version", ["1.18.0", "1.20.1+cu121", "1.32.0", "2.0.0.dev1"])
+def test_a_recent_onnxruntime_is_accepted(version):
+    check_onnxruntime_version(version)
