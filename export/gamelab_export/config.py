@@ -9,6 +9,8 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .quantize import DECODER_WEIGHTS
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -55,8 +57,11 @@ class TrainConfig:
     def __post_init__(self):
         if self.decoders < 1:
             raise ValueError(f"decoders must be >= 1, got {self.decoders}")
-        if self.decoder_weights not in ("int4", "int8"):
-            raise ValueError(f"decoder_weights must be int4 or int8, got {self.decoder_weights!r}")
+        if self.decoder_weights not in DECODER_WEIGHTS:
+            raise ValueError(
+                f"decoder_weights must be one of {', '.join(DECODER_WEIGHTS)}, "
+                f"got {self.decoder_weights!r}"
+            )
         if self.member_units is not None:
             widths = self.member_units.split(",")
             if len(widths) != self.decoders or not all(w.strip().isdigit() for w in widths):
@@ -70,8 +75,6 @@ class TrainConfig:
         if not 0 <= index < self.decoders:
             raise IndexError(f"member {index} of {self.decoders} decoders")
         units = self.units
-        if self.decoder_weights not in ("int4", "int8"):
-            raise ValueError(f"decoder_weights must be int4 or int8, got {self.decoder_weights!r}")
         if self.member_units is not None:
             units = int(self.member_units.split(",")[index])
         return dataclasses.replace(self, seed=self.seed + index, units=units)

@@ -19,6 +19,7 @@ from gamelab_caption.vocabulary import SPECIAL_TOKENS, Vocabulary
 from .config import TrainConfig
 from .data import load_dataset
 from .encoders import encoder_spec
+from .quantize import QUANTIZATION
 
 logger = logging.getLogger(__name__)
 
@@ -167,16 +168,6 @@ def quantize(config: TrainConfig, force: bool = False) -> None:
             quantize_decoder(folder / GRAPH_FILES[graph], targets[graph], config.decoder_weights)
 
 
-_QUANTIZATION = {
-    "fp32": {},
-    "int8": {
-        "int4": "encoder static INT8; decoder 4-bit MatMul weights (MatMulNBits, accuracy "
-        "level 4: INT8 activations per row), INT8 embeddings",
-        "int8": "encoder static INT8; decoder dynamic INT8",
-    },
-}
-
-
 def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -> dict:
     spec = encoder_spec(config.encoder, config.encoder_weights)
     decoders = (
@@ -188,7 +179,7 @@ def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -
         "name": bundle_name(config),
         "description": f"{spec.name} encoder + {decoders}, {precision}",
         "precision": precision,
-        "quantization": _QUANTIZATION[precision].get(config.decoder_weights, "none"),
+        "quantization": "none" if precision == "fp32" else QUANTIZATION[config.decoder_weights],
         "encoder": {
             "name": spec.name,
             "image": spec.image.to_dict(),

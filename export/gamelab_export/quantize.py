@@ -70,6 +70,11 @@ def quantize_encoder(
 
 
 DECODER_WEIGHTS = ("int4", "int8")
+QUANTIZATION = {  # a quantised bundle's manifest entry, by decoder weights
+    "int4": "encoder static INT8; decoder 4-bit MatMul weights (MatMulNBits, accuracy level 4: "
+    "INT8 activations per row), INT8 embeddings",
+    "int8": "encoder static INT8; decoder dynamic INT8",
+}
 
 
 def quantize_decoder(

@@ -19,7 +19,7 @@ def test_overrides_take_the_declared_types(tmp_path):
         ("--decoders=0", "decoders must be >= 1"),
         ("--units", "must look like --key=value"),
         ("--member_units=1024,512", "member_units must list 1 positive widths"),
-        ("--decoder_weights=int2", "decoder_weights must be int4 or int8"),
+        ("--decoder_weights=int2", "decoder_weights must be one of int4, int8"),
     ],
 )
 def test_bad_settings_are_refused_by_name(override, message):
