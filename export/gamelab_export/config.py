@@ -63,21 +63,25 @@ class TrainConfig:
                 f"got {self.decoder_weights!r}"
             )
         if self.member_units is not None:
-            widths = self.member_units.split(",")
-            if len(widths) != self.decoders or not all(w.strip().isdigit() for w in widths):
+            widths = [w.strip() for w in self.member_units.split(",")]
+            if len(widths) != self.decoders or not all(w.isdigit() for w in widths):
                 raise ValueError(
                     f"member_units must list {self.decoders} positive widths (one per decoder), "
                     f"got {self.member_units!r}"
                 )
 
+    @property
+    def member_widths(self) -> tuple[int, ...]:
+        """The GRU width of each ensemble member."""
+        if self.member_units is None:
+            return (self.units,) * self.decoders
+        return tuple(int(width) for width in self.member_units.split(","))
+
     def member(self, index: int) -> TrainConfig:
         """Ensemble member ``index``: its own seed (seed + index) and, if given, GRU width."""
         if not 0 <= index < self.decoders:
             raise IndexError(f"member {index} of {self.decoders} decoders")
-        units = self.units
-        if self.member_units is not None:
-            units = int(self.member_units.split(",")[index])
-        return dataclasses.replace(self, seed=self.seed + index, units=units)
+        return dataclasses.replace(self, seed=self.seed + index, units=self.member_widths[index])
 
     @property
     def run_dir(self) -> Path:

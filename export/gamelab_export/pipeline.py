@@ -19,7 +19,7 @@ from gamelab_caption.vocabulary import SPECIAL_TOKENS, Vocabulary
 from .config import TrainConfig
 from .data import load_dataset
 from .encoders import encoder_spec
-from .quantize import QUANTIZATION
+from .quantize import QUANTIZATION, calibration_sample, quantize_decoder, quantize_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +142,6 @@ def export(config: TrainConfig, force: bool = False) -> None:
 def quantize(config: TrainConfig, force: bool = False) -> None:
     """Each graph is quantised unless its quantised file exists (``force`` redoes all), so a
     changed decoder quantisation can be redone without touching the calibrated encoder."""
-    from .quantize import calibration_sample, quantize_decoder, quantize_encoder
-
     folder = config.run_dir / "onnx"
     targets = {g: folder / f.replace(".onnx", ".int8.onnx") for g, f in GRAPH_FILES.items()}
     todo = [graph for graph, target in targets.items() if force or not target.exists()]
