@@ -41,6 +41,9 @@ SETTINGS = [
     "--epochs=60",
     "--patience=60",
     "--learning_rate=0.005",
+    # Six photos give a dev BLEU-4 of 0 for the first epochs; decaying on each such "plateau"
+    # once shrank the rate to ~0 before the model learned anything ("a a a a").
+    "--lr_decay=1.0",
     "--calibration_images=6",
     "--eval_beam_sizes=1",
     "--vocab_min_count=1",
@@ -179,9 +182,16 @@ def test_quantised_decoder_steps_stay_close_to_fp32(run, coco_file, tmp_path, we
     expected = ort.InferenceSession(str(source)).run(["log_probs"], inputs)[0]
     quantised = ort.InferenceSession(str(target)).run(["log_probs"], inputs)[0]
     # Word probabilities move by a few hundredths (up to 0.054 seen over retrained fixtures of
-    # this tiny, peaky model); the top word stays. Broken scales would move them by far more.
+    # this tiny, peaky model). Broken scales would move them by far more.
     assert np.abs(np.exp(quantised) - np.exp(expected)).max() < 0.1
-    np.testing.assert_array_equal(quantised.argmax(axis=1), expected.argmax(axis=1))
+    # The top word stays wherever FP32 is decided: the first word is often a near-tie between
+    # "a" and "an", which any rounding may flip.
+    top_two = np.sort(np.exp(expected), axis=1)[:, -2:]  # (N, 2)
+    decided = top_two[:, 1] - top_two[:, 0] > 0.1
+    assert decided.any()
+    np.testing.assert_array_equal(
+        quantised.argmax(axis=1)[decided], expected.argmax(axis=1)[decided]
+    )
 
 
 def test_int4_decoder_captions_do_not_depend_on_the_batch(run, coco_file, tmp_path):
