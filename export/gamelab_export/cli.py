@@ -30,13 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
     except ValueError as error:
         parser.error(str(error))
-    progress = not args.quiet
     if args.stage == "all":
-        pipeline.run_all(config, args.force)
-    elif args.stage in ("features", "train"):
-        getattr(pipeline, args.stage)(config, args.force, progress=progress)
+        pipeline.run_all(config, args.force, progress=not args.quiet)
     else:
-        getattr(pipeline, args.stage)(config, args.force)
+        pipeline.run_stage(args.stage, config, args.force, progress=not args.quiet)
     return 0
 
 

@@ -93,6 +93,8 @@ def decoder_functions(decoder, locations: int, feature_dim: int):
     )
     def step(token, hidden, memory, keys):
         logits, next_hidden, attention = decoder.step(token, hidden, memory, keys)
+        # The graph's log_probs are normalised here, once: the SDK's beam search does not
+        # renormalise, and an ensemble's scores (a mean of log-probs) are not normalised.
         return tf.nn.log_softmax(logits), next_hidden, attention
 
     return init, step
@@ -106,22 +108,18 @@ def export_encoder(encoder, spec, path: str | Path) -> Path:
 
 
 def export_decoder(
-    decoder, locations: int, feature_dim: int, folder: str | Path
+    decoder, locations: int, feature_dim: int, init_path: str | Path, step_path: str | Path
 ) -> tuple[Path, Path]:
-    folder = Path(folder)
+    """Write the decoder_init and decoder_step graphs to ``init_path`` and ``step_path``."""
     init, step = decoder_functions(decoder, locations, feature_dim)
     init_path = _convert(
-        init,
-        init.input_signature,
-        ["features"],
-        ["memory", "keys", "hidden"],
-        folder / "decoder_init.onnx",
+        init, init.input_signature, ["features"], ["memory", "keys", "hidden"], Path(init_path)
     )
     step_path = _convert(
         step,
         step.input_signature,
         ["token", "hidden", "memory", "keys"],
         ["log_probs", "next_hidden", "attention"],
-        folder / "decoder_step.onnx",
+        Path(step_path),
     )
     return init_path, step_path

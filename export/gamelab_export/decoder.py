@@ -99,8 +99,10 @@ class DecoderEnsemble:
 
     Their memories, keys and GRU states sit side by side on the last axis, so the exported
     graphs keep the bundle's three-graph contract and the SDK runs an ensemble unchanged. The
-    step's scores are the mean of the members' log-probabilities (a product of experts; the
-    beam search renormalises them), its attention the members' mean.
+    step's scores are the mean of the members' log-probabilities (a product of experts, not
+    normalised: exp sums to <= 1), its attention the members' mean. Like a single decoder's
+    logits, they are renormalised by the log_softmax of the exported step graph
+    (``convert.decoder_functions``); the SDK's beam search uses that output as it is.
     """
 
     def __init__(self, members: list[CaptionDecoder]):

@@ -49,8 +49,10 @@ def extract_features(
     weights: str | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    force: bool = False,
 ) -> FeatureSet:
-    """Run the frozen encoder over ``examples`` (resuming if a previous run stopped)."""
+    """Run the frozen encoder over ``examples``, resuming if a previous run stopped (or
+    returning its features if it finished); ``force`` starts over instead."""
     from tqdm import tqdm
 
     folder = Path(folder)
@@ -60,6 +62,8 @@ def extract_features(
     ids = [e.image_id for e in examples]
     shape = (len(examples), spec.grid[0] * spec.grid[1], spec.feature_dim)
     state = {"ids": ids, "done": 0, "failed": {}, "encoder": encoder, "weights": weights}
+    if force:  # first, so that a run killed before its first batch does not look finished
+        progress_path.unlink(missing_ok=True)
     if progress_path.exists() and array_path.exists():
         previous = json.loads(progress_path.read_text())
         if {k: previous[k] for k in ("ids", "encoder", "weights")} == {

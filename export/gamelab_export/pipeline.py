@@ -1,7 +1,7 @@
 """The stages of a run. Each reads the previous stage's files from the run folder, skips
 itself when its own outputs exist (so a stopped run resumes), and can be forced to redo.
 
-    prepare -> features -> train -> export -> quantize -> bundle -> evaluate
+    prepare -> features -> train -> export -> quantize -> bundle -> tune -> evaluate
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gamelab_caption.bundle import write_manifest
+from gamelab_caption.bundle import DECODER_INIT, DECODER_STEP, ENCODER, GRAPHS, write_manifest
 from gamelab_caption.version import __version__
 from gamelab_caption.vocabulary import SPECIAL_TOKENS, Vocabulary
 
@@ -24,11 +24,8 @@ from .quantize import QUANTIZATION, calibration_sample, quantize_decoder, quanti
 logger = logging.getLogger(__name__)
 
 STAGES = ("prepare", "features", "train", "export", "quantize", "bundle", "tune", "evaluate")
-GRAPH_FILES = {
-    "encoder": "encoder.onnx",
-    "decoder_init": "decoder_init.onnx",
-    "decoder_step": "decoder_step.onnx",
-}
+PROGRESS_STAGES = ("features", "train", "evaluate")  # those taking ``progress`` (bars, epochs)
+GRAPH_FILES = {graph: f"{graph}.onnx" for graph in GRAPHS}
 FLICKR8K_LICENCE = (
     "Flickr8k: research use only (University of Illinois terms); images "
     "belong to their Flickr authors. Models trained on it are research artefacts."
@@ -83,6 +80,7 @@ def prepare(config: TrainConfig, force: bool = False) -> None:
 
 
 def features(config: TrainConfig, force: bool = False, progress: bool = True) -> dict:
+    """Encoder features of every split, extracted once (``force`` extracts them again)."""
     from .features import extract_features
 
     result = {}
@@ -97,19 +95,24 @@ def features(config: TrainConfig, force: bool = False, progress: bool = True) ->
                 config.encoder_weights,
                 config.feature_batch_size,
                 progress=progress,
+                force=force,
             ),
         )
     return result
 
 
 def train(config: TrainConfig, force: bool = False, progress: bool = True) -> dict:
+    """Train the decoders, resuming a stopped run (``force`` trains them again from epoch 1).
+
+    The stages before are run as needed, never forced.
+    """
     from .train import train as train_decoder
 
     prepare(config)
     sets = features(config, progress=progress)
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
     states = [
-        train_decoder(config, vocabulary, sets["train"], sets["dev"], progress, member)
+        train_decoder(config, vocabulary, sets["train"], sets["dev"], progress, member, force=force)
         for member in range(config.decoders)
     ]
     config.save(config.run_dir / "config.json")  # what trained these checkpoints, e.g. decoders
@@ -134,9 +137,15 @@ def export(config: TrainConfig, force: bool = False) -> None:
         return
     spec = encoder_spec(config.encoder, config.encoder_weights)
     export_encoder(
-        build_encoder(config.encoder, config.encoder_weights), spec, folder / GRAPH_FILES["encoder"]
+        build_encoder(config.encoder, config.encoder_weights), spec, folder / GRAPH_FILES[ENCODER]
     )
-    export_decoder(_trained_decoder(config), spec.grid[0] * spec.grid[1], spec.feature_dim, folder)
+    export_decoder(
+        _trained_decoder(config),
+        spec.grid[0] * spec.grid[1],
+        spec.feature_dim,
+        folder / GRAPH_FILES[DECODER_INIT],
+        folder / GRAPH_FILES[DECODER_STEP],
+    )
 
 
 def quantize(config: TrainConfig, force: bool = False) -> None:
@@ -148,20 +157,20 @@ def quantize(config: TrainConfig, force: bool = False) -> None:
     if not todo:
         logger.info("quantize: INT8 graphs exist, skipping")
         return
-    if "encoder" in todo:
+    if ENCODER in todo:
         spec = encoder_spec(config.encoder, config.encoder_weights)
         train_examples, _ = load_split(config, "train")
         calibration = calibration_sample(
             [e.path for e in train_examples], config.calibration_images, config.seed
         )
         quantize_encoder(
-            folder / GRAPH_FILES["encoder"],
-            targets["encoder"],
+            folder / GRAPH_FILES[ENCODER],
+            targets[ENCODER],
             calibration,
             spec.image,
             config.int8_format,
         )
-    for graph in ("decoder_init", "decoder_step"):
+    for graph in (DECODER_INIT, DECODER_STEP):
         if graph in todo:
             quantize_decoder(folder / GRAPH_FILES[graph], targets[graph], config.decoder_weights)
 
@@ -258,7 +267,7 @@ def tune(config: TrainConfig, force: bool = False) -> dict:
     return result
 
 
-def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
+def evaluate(config: TrainConfig, force: bool = False, progress: bool = True) -> list[dict]:
     from .evaluate import evaluate_bundle, evaluate_tensorflow, write_report
 
     report = config.run_dir / "eval" / "metrics.json"
@@ -266,7 +275,7 @@ def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
         logger.info("evaluate: %s exists, skipping", report)
         return json.loads(report.read_text())
     beam_sizes = tuple(int(size) for size in config.eval_beam_sizes.split(","))
-    test_examples, test_features = features(config)["test"]
+    test_examples, test_features = features(config, progress=progress)["test"]
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
     rows = evaluate_tensorflow(
         _trained_decoder(config),
@@ -284,11 +293,15 @@ def evaluate(config: TrainConfig, force: bool = False) -> list[dict]:
     return rows
 
 
-def run_all(config: TrainConfig, force: bool = False) -> None:
-    prepare(config, force)
-    train(config, force)
-    export(config, force)
-    quantize(config, force)
-    bundle(config, force)
-    tune(config, force)
-    evaluate(config, force)
+def run_stage(stage: str, config: TrainConfig, force: bool = False, progress: bool = True):
+    """Run one of ``STAGES`` by name; ``progress`` reaches those in ``PROGRESS_STAGES``."""
+    if stage not in STAGES:
+        raise ValueError(f"Invalid stage {stage!r}, expected one of: {', '.join(STAGES)}")
+    options = {"progress": progress} if stage in PROGRESS_STAGES else {}
+    return globals()[stage](config, force, **options)
+
+
+def run_all(config: TrainConfig, force: bool = False, progress: bool = True) -> None:
+    """Every stage in order, each skipped when done unless ``force``."""
+    for stage in STAGES:
+        run_stage(stage, config, force, progress)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -117,11 +118,13 @@ def train(
     dev_set,
     progress: bool = True,
     member: int = 0,
+    force: bool = False,
 ) -> dict:
     """Train (or resume) one decoder; keeps its best-on-dev weights in checkpoint_dir/best.
 
     ``train_set`` / ``dev_set`` are (examples, FeatureSet) pairs. Ensemble member ``member``
     differs from member 0 by its seed and, with ``member_units``, its width (``config.member``).
+    ``force`` deletes the member's checkpoints first, so training starts again at epoch 1.
     Returns the training state: history, best epoch and its dev BLEU-4.
     """
     import tensorflow as tf
@@ -130,6 +133,8 @@ def train(
     config = config.member(member)
     tf.random.set_seed(config.seed)
     folder = checkpoint_dir(config, member)
+    if force:
+        shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / "state.json"
     train_examples, train_features = train_set

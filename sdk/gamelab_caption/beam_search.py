@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 # step(tokens (R,), hidden (R, U), image_rows (R,)) -> log_probs (R, V), hidden (R, U),
-# attention (R, L). image_rows[r] is the index of the image that row r decodes.
+# attention (R, L). image_rows[r] is the index of the image that row r decodes. log_probs must
+# be normalised (each row's logsumexp 0, so all <= 0): the search does not renormalise them,
+# and its stopping rule relies on a beam's log-prob never rising.
 StepFunction = Callable[
     [np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]
 ]
@@ -58,6 +60,26 @@ def normalise(log_prob: float, length: int, length_penalty: float) -> float:
     return log_prob / (max(length, 1) ** length_penalty)
 
 
+def _best_reachable(log_prob: float, min_length: int, max_length: int, penalty: float) -> float:
+    """The best score a live beam can still finish with, whatever words it adds.
+
+    As HF transformers' ``early_stopping="never"``: log-probs are <= 0, so a beam's log-prob
+    only falls, and ``log_prob / length ** penalty`` is highest where ``length ** penalty`` is
+    largest: at ``max_length`` for a positive penalty, at ``min_length`` for a negative one;
+    with no penalty it is the log-prob itself.
+    """
+    return log_prob / max(min_length**penalty, max_length**penalty)
+
+
+def _add_finished(finished: list[Hypothesis], hypothesis: Hypothesis, k: int) -> None:
+    """Keep the ``k`` best finished hypotheses of one image, best first (ties: the earlier)."""
+    if len(finished) == k and hypothesis.score <= finished[-1].score:
+        return
+    finished.append(hypothesis)
+    finished.sort(key=lambda h: -h.score)  # stable
+    del finished[k:]
+
+
 def beam_search(
     step: StepFunction,
     hidden: np.ndarray,
@@ -84,8 +106,13 @@ def beam_search(
         suppress_ids: token ids never generated (e.g. ``<unk>``, ``<pad>``, ``<start>``).
 
     Returns:
-        For each image, its hypotheses best first: the finished ones, or, when none finished
-        within ``max_length``, the unfinished beams (``max_length - 1`` words each).
+        For each image, its hypotheses best first: the (at most K) best finished ones, or,
+        when none finished within ``max_length``, the unfinished beams (``max_length - 1``
+        words each).
+
+    An image stops once it has K finished hypotheses and none of its live beams could beat
+    the worst of them whatever words followed (``_best_reachable``): with a length penalty,
+    a longer caption can overtake K short ones that finished first.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -132,30 +159,34 @@ def beam_search(
                 if word == end_id:
                     # An <end> outside the top K is no contender (as in HF transformers):
                     # accepting it lets K poor short captions stop the search early.
-                    if rank < k and len(finished[image]) < k:
-                        finished[image].append(
-                            Hypothesis(
-                                tokens=tuple(int(x) for x in tokens[a, beam]),
-                                score=normalise(score, t + 1, length_penalty),
-                                log_prob=float(score),
-                                finished=True,
-                                attention=None
-                                if attention_history is None
-                                else attention_history[a, beam].copy(),
-                            )
+                    if rank < k:
+                        hypothesis = Hypothesis(
+                            tokens=tuple(int(x) for x in tokens[a, beam]),
+                            score=normalise(score, t + 1, length_penalty),
+                            log_prob=float(score),
+                            finished=True,
+                            attention=None
+                            if attention_history is None
+                            else attention_history[a, beam].copy(),
                         )
+                        _add_finished(finished[image], hypothesis, k)
                 elif len(rows) < k and not last_step:
                     rows.append(beam)
                     words.append(word)
                     scores.append(score)
-                if len(rows) == k and len(finished[image]) >= k:
-                    break
+                if len(rows) == k and rank >= k - 1:
+                    break  # the rest can neither end (rank >= K) nor live
             if last_step and not finished[image]:
                 finished[image] = _unfinished(
                     tokens[a], log_probs[a], attention_history, a, length_penalty
                 )
-            if len(finished[image]) >= k or not rows:
+            if not rows:
                 continue  # this image is done
+            if len(finished[image]) == k:
+                # A live beam has t + 1 words now: it ends with length t + 2 at the soonest.
+                reachable = _best_reachable(max(scores), t + 2, max_length, length_penalty)
+                if reachable <= finished[image][-1].score:
+                    continue  # no live beam can still displace a finished one: done
             while len(rows) < k:  # too few live candidates (tiny vocabularies): pad, dead
                 rows.append(rows[0])
                 words.append(words[0])

@@ -20,7 +20,12 @@ from .vocabulary import Vocabulary
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-GRAPHS = ("encoder", "decoder_init", "decoder_step")
+# The graphs of a bundle: the keys of the manifest's "graphs", the SDK's session names, and
+# (as "<name>.onnx") the export toolchain's file names. Their contract: captioner.py.
+ENCODER = "encoder"
+DECODER_INIT = "decoder_init"
+DECODER_STEP = "decoder_step"
+GRAPHS = (ENCODER, DECODER_INIT, DECODER_STEP)
 DEFAULT_MODEL = "efficientnet-lite0"
 _REQUIRED_KEYS = ("format_version", "name", "encoder", "graphs", "vocabulary", "decoding", "files")
 

@@ -9,6 +9,8 @@ Graph contract (names are fixed; shapes: N images, R decoder rows, L = grid_h * 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -18,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .beam_search import Hypothesis, beam_search
-from .bundle import DEFAULT_MODEL, Bundle, load_bundle
+from .bundle import DECODER_INIT, DECODER_STEP, DEFAULT_MODEL, ENCODER, GRAPHS, Bundle, load_bundle
 from .errors import BundleError, ImageError
 from .preprocessing import DEFAULT_MAX_PIXELS, ImageInput, preprocess
 
@@ -37,6 +39,48 @@ def check_onnxruntime_version(version: str = ort.__version__) -> None:
         raise BundleError(
             f"onnxruntime {version} is too old for the model bundles: "
             f"install onnxruntime>={needed} (or onnxruntime-gpu>={needed})"
+        )
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How ``Captioner.caption`` and ``caption_batch`` decode; checked once, when made.
+
+    Attributes:
+        beam_size: beams kept per image; 1 is greedy decoding.
+        max_length: most words per caption (``<end>`` not counted); None: the bundle's.
+        length_penalty: alpha in ``score = log_prob / length ** alpha``, the length counting
+            ``<end>``; 0 ranks by log-probability alone; None: the bundle's (tuned on the
+            dev split).
+        return_attention: fill ``CaptionResult.attention`` with (steps, grid_h, grid_w)
+            attention weights.
+
+    Raises:
+        ValueError: ``beam_size`` or ``max_length`` is below 1, or ``length_penalty`` is
+            not a finite number.
+    """
+
+    beam_size: int = 3
+    max_length: int | None = None
+    length_penalty: float | None = None
+    return_attention: bool = False
+
+    def __post_init__(self):
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+        if self.length_penalty is not None and not math.isfinite(self.length_penalty):
+            raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
+
+    def with_defaults(self, bundle: Bundle) -> DecodeOptions:
+        """These options, with the bundle's values where they are None."""
+        return dataclasses.replace(
+            self,
+            max_length=bundle.max_length if self.max_length is None else self.max_length,
+            length_penalty=bundle.length_penalty
+            if self.length_penalty is None
+            else self.length_penalty,
         )
 
 
@@ -111,7 +155,7 @@ class Captioner:
             options.inter_op_num_threads = 1
         chosen = _select_providers(providers)
         self._sessions = {}
-        for graph in ("encoder", "decoder_init", "decoder_step"):
+        for graph in GRAPHS:
             path = self.bundle.graph_path(graph)
             try:
                 self._sessions[graph] = ort.InferenceSession(
@@ -120,7 +164,7 @@ class Captioner:
             except Exception as error:  # ORT raises its own untyped errors for bad files
                 raise BundleError(f"ONNX Runtime cannot load {path}: {error}") from None
         # ORT falls back to CPU silently when a provider fails: report what really runs.
-        self.providers: list[str] = self._sessions["encoder"].get_providers()
+        self.providers: list[str] = self._sessions[ENCODER].get_providers()
 
     @property
     def name(self) -> str:
@@ -135,7 +179,7 @@ class Captioner:
         features, embeddings = [], []
         for start in range(0, len(pixels), ENCODER_BATCH):
             chunk = pixels[start : start + ENCODER_BATCH]
-            feature, embedding = self._sessions["encoder"].run(
+            feature, embedding = self._sessions[ENCODER].run(
                 ["features", "embedding"], {"image": chunk}
             )
             features.append(feature)
@@ -165,10 +209,16 @@ class Captioner:
 
         Raises:
             ImageError: the image is unusable.
+            ValueError: an option is out of range (see ``DecodeOptions``).
         """
+        options = DecodeOptions(
+            beam_size=beam_size,
+            max_length=max_length,
+            length_penalty=length_penalty,
+            return_attention=return_attention,
+        ).with_defaults(self.bundle)
         pixels = preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels)
-        options = (beam_size, max_length, return_attention, length_penalty)
-        return self._caption_pixels(pixels[None], *options)[0]
+        return self._caption_pixels(pixels[None], options)[0]
 
     def caption_batch(
         self,
@@ -186,15 +236,23 @@ class Captioner:
         An unusable image does not stop the batch: its result has ``text == ""`` and the
         ImageError in ``result.error`` (with ``strict=True`` the first one is raised instead).
         Arguments are as in ``caption``.
+
+        Raises:
+            ValueError: an option is out of range (see ``DecodeOptions``), even for no images.
         """
-        options = (beam_size, max_length, return_attention, length_penalty)
+        options = DecodeOptions(
+            beam_size=beam_size,
+            max_length=max_length,
+            length_penalty=length_penalty,
+            return_attention=return_attention,
+        ).with_defaults(self.bundle)
         results: list[CaptionResult] = []
         for start in range(0, len(images), BATCH_SIZE):
             results += self._caption_chunk(images[start : start + BATCH_SIZE], options, strict)
         return results
 
     def _caption_chunk(
-        self, images: Sequence[ImageInput], options: tuple, strict: bool
+        self, images: Sequence[ImageInput], options: DecodeOptions, strict: bool
     ) -> list[CaptionResult]:
         pixels, errors = [], {}
         for index, image in enumerate(images):
@@ -204,7 +262,7 @@ class Captioner:
                 if strict:
                     raise
                 errors[index] = error
-        decoded = iter(self._caption_pixels(np.stack(pixels), *options) if pixels else [])
+        decoded = iter(self._caption_pixels(np.stack(pixels), options) if pixels else [])
         return [
             CaptionResult(text="", tokens=(), score=float("-inf"), error=errors[index])
             if index in errors
@@ -212,20 +270,10 @@ class Captioner:
             for index in range(len(images))
         ]
 
-    def _caption_pixels(
-        self,
-        pixels: np.ndarray,
-        beam_size: int,
-        max_length: int | None,
-        return_attention: bool,
-        length_penalty: float | None,
-    ) -> list[CaptionResult]:
-        if max_length is None:
-            max_length = self.bundle.max_length
-        if length_penalty is None:
-            length_penalty = self.bundle.length_penalty
+    def _caption_pixels(self, pixels: np.ndarray, options: DecodeOptions) -> list[CaptionResult]:
+        """Decode preprocessed pixels (N, H, W, 3) with options that have their defaults."""
         features, _ = self.encode(pixels)
-        memory, keys, hidden = self._sessions["decoder_init"].run(
+        memory, keys, hidden = self._sessions[DECODER_INIT].run(
             ["memory", "keys", "hidden"], {"features": features}
         )
         tiled: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # per call: thread-safe
@@ -236,7 +284,7 @@ class Captioner:
                 tiled.clear()
                 tiled[cache_key] = (memory[image_rows], keys[image_rows])
             row_memory, row_keys = tiled[cache_key]
-            return self._sessions["decoder_step"].run(
+            return self._sessions[DECODER_STEP].run(
                 ["log_probs", "next_hidden", "attention"],
                 {
                     "token": np.asarray(tokens, np.int64),  # no copy: already int64
@@ -252,13 +300,13 @@ class Captioner:
             hidden,
             start_id=vocabulary.start_id,
             end_id=vocabulary.end_id,
-            beam_size=beam_size,
-            max_length=max_length + 1,  # + 1 for <end>
-            length_penalty=length_penalty,
+            beam_size=options.beam_size,
+            max_length=options.max_length + 1,  # + 1 for <end>
+            length_penalty=options.length_penalty,
             suppress_ids=vocabulary.never_generated,
-            keep_attention=return_attention,
+            keep_attention=options.return_attention,
         )
-        return [self._to_result(h, return_attention) for h in hypotheses]
+        return [self._to_result(h, options.return_attention) for h in hypotheses]
 
     def _to_result(self, hypotheses: list[Hypothesis], return_attention: bool) -> CaptionResult:
         if not hypotheses:

@@ -48,6 +48,15 @@ SETTINGS = [
     "--eval_beam_sizes=1",
     "--vocab_min_count=1",
 ]
+# A float32 log_softmax row's logsumexp is 0 up to float32 rounding (about 1e-7 per term):
+# 1e-5 leaves room for that, not for a missing normalisation.
+NORMALISED_ATOL = 1e-5
+
+
+def _assert_normalised(log_probs: np.ndarray) -> None:
+    """Each row (N, V) is a log-distribution: the beam search uses it without renormalising."""
+    row_sums = np.logaddexp.reduce(log_probs.astype(np.float64), axis=1)  # (N,)
+    np.testing.assert_allclose(row_sums, 0.0, atol=NORMALISED_ATOL)
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +95,7 @@ def ensemble_run(run, tmp_path_factory):
     ensemble = dataclasses.replace(
         run, output=str(output), decoders=2, member_units=f"{run.units},{run.units // 2}"
     )
-    for stage in pipeline.STAGES:
-        getattr(pipeline, stage)(
-            ensemble, **({"progress": False} if stage in ("train", "features") else {})
-        )
+    pipeline.run_all(ensemble, progress=False)
     return ensemble
 
 
@@ -150,6 +156,7 @@ def test_onnx_matches_tensorflow_on_real_images(run, coco_file):
         None, {"token": tokens, "hidden": hidden, "memory": memory, "keys": keys}
     )
     logits, _, attention = decoder.step(tokens, tf_hidden, tf_memory, tf_keys)
+    _assert_normalised(onnx_log_probs)
     np.testing.assert_allclose(onnx_log_probs, tf.nn.log_softmax(logits).numpy(), atol=1e-4)
     np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-5)
 
@@ -216,6 +223,26 @@ def test_int4_decoder_is_smaller_than_int8(run, tmp_path):
     assert sizes["int4"] < 0.8 * sizes["int8"]
 
 
+def test_decoder_graph_names_are_spelled_out_only_in_the_sdk_bundle_module():
+    """Both packages import them from gamelab_caption.bundle. ("encoder" is left out: it is
+    also the manifest's encoder section and a TrainConfig field.)"""
+    import ast
+    from pathlib import Path
+
+    import gamelab_caption
+    import gamelab_export
+    from gamelab_caption.bundle import DECODER_INIT, DECODER_STEP
+
+    spelled = []
+    for package in (gamelab_caption, gamelab_export):
+        for path in sorted(Path(package.__file__).parent.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and node.value in (DECODER_INIT, DECODER_STEP):
+                    spelled.append(f"{path.parent.name}/{path.name}:{node.lineno}")
+    defined = [place for place in spelled if place.startswith("gamelab_caption/bundle.py:")]
+    assert len(defined) == 2 and spelled == defined, spelled
+
+
 def test_unknown_decoder_weights_are_refused(tmp_path):
     with pytest.raises(ValueError, match="int4, int8"):
         quantize_decoder(tmp_path / "missing.onnx", tmp_path / "out.onnx", "int2")
@@ -269,7 +296,7 @@ def test_training_resumes_after_the_last_finished_epoch(run):
     assert len(after["history"]) == before["epoch"] + 1
 
 
-def test_an_ensemble_step_is_the_mean_of_its_members_log_probs(ensemble_run, coco_file):
+def test_an_ensemble_step_is_the_normalised_mean_of_its_members_log_probs(ensemble_run, coco_file):
     from gamelab_export.train import checkpoint_dir
 
     _, images_dir = coco_file
@@ -301,9 +328,11 @@ def test_an_ensemble_step_is_the_mean_of_its_members_log_probs(ensemble_run, coc
         member_log_probs.append(tf.nn.log_softmax(logits).numpy())
         member_attention.append(weights.numpy())
     assert not np.allclose(*member_log_probs, atol=1e-2)  # two widths and seeds: two decoders
-    # The SDK renormalises the step's scores; the ensemble is their geometric mean.
+    # The exported step is the members' geometric mean, renormalised in the graph: the SDK's
+    # beam search takes its log_probs as they are.
+    _assert_normalised(log_probs)
     expected = tf.nn.log_softmax(np.mean(member_log_probs, axis=0)).numpy()
-    np.testing.assert_allclose(tf.nn.log_softmax(log_probs).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(log_probs, expected, atol=1e-4)
     np.testing.assert_allclose(attention, np.mean(member_attention, axis=0), atol=1e-5)
 
 

@@ -138,6 +138,60 @@ def test_unlikely_end_among_candidates_does_not_stop_search_early():
     assert hypotheses[0].log_prob == pytest.approx(table[START, A] + table[A, X] + table[X, END])
 
 
+# K = 2 ends "A" and "B" fill the K finished slots at step 2, but the live "A X" ends next
+# at a better per-token score: (0.5 * 0.54 * 0.78) ** (1/3) > (0.5 * 0.54) ** (1/2).
+LATE_WINNER = _first_order_table(
+    {
+        START: {A: 0.5, B: 0.5},
+        A: {END: 0.54, X: 0.46},
+        B: {END: 0.52, Y: 0.48},
+        X: {END: 0.78, B: 0.22},
+        Y: {A: 0.8, END: 0.2},
+    },
+    floor=1e-12,
+)
+
+
+def _counting(step):
+    """``step`` that counts its calls in ``step.calls``."""
+
+    def counted(*args):
+        counted.calls += 1
+        return step(*args)
+
+    counted.calls = 0
+    return counted
+
+
+def test_two_finished_words_do_not_stop_a_better_live_caption():
+    [hypotheses] = _search(
+        _first_order_step(LATE_WINNER), beam_size=2, max_length=3, length_penalty=1.0
+    )
+    assert [h.tokens for h in hypotheses] == [(A, X), (A,)]
+    assert [h.score for h in hypotheses] == pytest.approx([-0.5727, -0.6547], abs=1e-4)
+
+
+@pytest.mark.parametrize("max_length", [3, 4, 5, 8])
+def test_search_goes_on_while_a_live_beam_can_beat_the_finished_ones(max_length):
+    [hypotheses] = _search(
+        _first_order_step(LATE_WINNER), beam_size=2, max_length=max_length, length_penalty=1.0
+    )
+    table = np.broadcast_to(LATE_WINNER, (VOCAB, VOCAB, VOCAB))
+    expected = _exhaustive(table, max_length, length_penalty=1.0)[:2]
+    assert [h.tokens for h in hypotheses] == [tokens for tokens, _ in expected]
+    assert [h.score for h in hypotheses] == pytest.approx([score for _, score in expected])
+
+
+@pytest.mark.parametrize(("length_penalty", "steps"), [(0.0, 2), (1.0, 6)])
+def test_search_stops_once_no_live_beam_can_beat_the_finished_ones(length_penalty, steps):
+    # Without a length penalty a score only falls: the live "B Y" (0.24) cannot beat the
+    # finished "B" (0.26) after step 2. With one, "B Y A X <end>" wins at step 5 and nothing
+    # live can beat the second best after step 6, two steps before max_length.
+    step = _counting(_first_order_step(LATE_WINNER))
+    _search(step, beam_size=2, max_length=8, length_penalty=length_penalty)
+    assert step.calls == steps
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_beam_size_one_is_greedy(seed):
     tables = _second_order_tables(seed)
@@ -198,9 +252,11 @@ def test_scores_are_length_normalised_log_probs():
     assert [h.score for h in hypotheses] == sorted((h.score for h in hypotheses), reverse=True)
 
 
-@pytest.mark.parametrize(("option", "value"), [("beam_size", 0), ("max_length", 0)])
-def test_non_positive_sizes_raise_value_error(option, value):
-    with pytest.raises(ValueError, match=option):
+@pytest.mark.parametrize(
+    ("option", "value"), [("beam_size", 0), ("max_length", 0), ("max_length", -1)]
+)
+def test_non_positive_sizes_raise_value_error_naming_the_value(option, value):
+    with pytest.raises(ValueError, match=f"{option} must be >= 1, got {value}$"):
         _search(_first_order_step(TRAP), **{"beam_size": 3, "max_length": 5, option: value})
 
 

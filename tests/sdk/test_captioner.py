@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from gamelab_caption import BundleError, Captioner, CaptionResult, ImageError
-from gamelab_caption.captioner import check_onnxruntime_version
+from gamelab_caption.captioner import DecodeOptions, check_onnxruntime_version
 
 
 def test_caption_names_the_colour(captioner, image_files):
@@ -46,6 +46,40 @@ def test_beam_search_escapes_the_greedy_trap(captioner, image_files):
 
 def test_max_length_limits_the_words(captioner, image_files):
     assert captioner.caption(image_files["green"], max_length=1).text == "green"
+
+
+@pytest.mark.parametrize("max_length", [0, -1])
+def test_max_length_below_one_is_refused_naming_the_value(captioner, image_files, max_length):
+    message = f"max_length must be >= 1, got {max_length}$"
+    with pytest.raises(ValueError, match=message):
+        captioner.caption(image_files["red"], max_length=max_length)
+    with pytest.raises(ValueError, match=message):
+        captioner.caption_batch([image_files["red"]], max_length=max_length)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"beam_size": 0}, "beam_size must be >= 1, got 0"),
+        ({"max_length": 0}, "max_length must be >= 1, got 0"),
+        ({"length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
+    ],
+)
+def test_bad_decode_options_are_refused_even_for_no_images(captioner, options, message):
+    with pytest.raises(ValueError, match=message):
+        captioner.caption_batch([], **options)
+    with pytest.raises(ValueError, match=message):
+        DecodeOptions(**options)
+
+
+def test_decode_options_fill_only_their_unset_values_from_the_bundle(captioner):
+    bundle = captioner.bundle  # max_length 5, length_penalty 0.0
+    options = DecodeOptions(beam_size=2).with_defaults(bundle)
+    assert options == DecodeOptions(beam_size=2, max_length=5, length_penalty=0.0)
+    chosen = DecodeOptions(max_length=3, length_penalty=0.5, return_attention=True)
+    assert chosen.with_defaults(bundle) == chosen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.beam_size = 1
 
 
 def test_attention_has_one_grid_per_step_summing_to_one(captioner, image_files):
