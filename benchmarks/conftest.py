@@ -15,6 +15,7 @@ import importlib.util
 import itertools
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from gamelab_export.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
+# helper modules beside the benchmarks (bench_photos, recognition_data): importable by name
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 DEFAULT_RUNS = ("runs/inception_v3", "runs/efficientnet_lite0")  # those that exist are used
 DEFAULT_DATA = "../shared/data/flickr8k"
 MIN_ROUNDS = 3  # timed rounds per benchmark, at least

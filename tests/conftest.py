@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from gamelab_caption import Captioner
 from gamelab_caption.bundle import write_manifest
@@ -245,3 +245,42 @@ def game_index(tmp_path_factory, captioner):
         rows.append(f"{colour}-game,{colour.title()} Game,{colour}.png,snes")
     (folder / "games.csv").write_text("\n".join(rows) + "\n")
     return GameIndex.build(folder / "games.csv", captioner=captioner, progress=False)
+
+
+SCREEN = (320, 224)  # a Master System / Mega Drive title screen
+_SYSTEM_FONTS = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans-Bold.ttf",
+)
+
+
+def _scalable_font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's own scalable font (Pillow >= 10.1 with FreeType), else DejaVu, else skip."""
+    try:
+        font = ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or built without FreeType
+        font = None
+    if isinstance(font, ImageFont.FreeTypeFont):
+        return font
+    for path in _SYSTEM_FONTS:
+        if Path(path).is_file():
+            return ImageFont.truetype(path, size)
+    pytest.skip("no TrueType font: Pillow < 10.1 or without FreeType, and no DejaVu")
+
+
+@pytest.fixture(scope="session")
+def draw_screen():
+    """``draw_screen(lines, background)``: a 320x224 title screen as a PIL image, each
+    ``(text, font size, centre y[, colour])`` drawn centred (yellow unless given)."""
+
+    def draw(lines, background=(12, 16, 48)) -> Image.Image:
+        screen = Image.new("RGB", SCREEN, background)
+        canvas = ImageDraw.Draw(screen)
+        for text, size, y, *colour in lines:
+            fill = colour[0] if colour else (255, 220, 40)
+            canvas.text(
+                (SCREEN[0] // 2, y), text, font=_scalable_font(size), fill=fill, anchor="mm"
+            )
+        return screen
+
+    return draw

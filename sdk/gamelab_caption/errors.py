@@ -15,3 +15,7 @@ class ImageTooLarge(ImageError):
 
 class NotAnImage(ImageError):
     """The input is not in any image format Pillow can read."""
+
+
+class IndexFileError(ValueError):
+    """A game index file is missing, from another format version, or malformed."""

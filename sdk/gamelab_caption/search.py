@@ -1,53 +1,99 @@
-"""Find the game in a photo: nearest catalogue covers by the bundle encoder's embedding.
+"""Find the game in any picture of it: catalogue images by embedding, and its title by text.
 
-GameLab users upload a photo of a box, a cartridge or a screen; the answer is a game from
-a catalogue (catalog.py). Covers and photos are embedded by the encoder the captioner uses
-(its pooled output), so one model serves both jobs.
+GameLab users upload a photo of a box or a cartridge, a title screen or a screenshot; the
+answer is a game from a catalogue (catalog.py). Two kinds of evidence are fused into one
+ranked list of games:
 
-A pooled ImageNet feature of a photo moves most with what surrounds the box, less with
-blur, noise, glare or colour (benchmarks/test_search_benchmark.py). The measures, each with
-its Recall@1 at the benchmark's strongest level (full catalogue, 500 tuning queries drawn
-with another seed than the benchmark's): embeddings are power-normalised (signed square
-root, then L2), and each query is also embedded as its centre crop (``QUERY_CROPS``); a
-cover scores its mean similarity to the views (0.49 without whitening). The first fill of
-an index renders ``COVER_PHOTOS`` simulated phone photos of every cover (whitening.py) and
-learns from the (cover, photo) pairs a whitening that damps the directions framing, light
-and the camera move (0.88; learned whitening as in Radenovic et al., "Fine-tuning CNN image
-retrieval with no human annotation", TPAMI 2018). Each cover is then stored with the mean
-of its photos added, so a photo-like query lands near it (0.97 with three photos, 0.96
-with two); clean covers still find themselves (0.997 either way).
+- Image: every catalogue image (cover, back cover, screenshot, title screen, logo, ...) is
+  embedded by the encoder the captioner uses (its pooled output), power-normalised (signed
+  square root, then L2) and whitened; a query is embedded whole and as its centre crop
+  (``QUERY_CROPS``) and a game scores its best image. The whitening is learned on the first
+  fill from ``IMAGE_PHOTOS`` simulated phone photos of every image (whitening.py), damping
+  what framing, light and the camera change (Radenovic et al., TPAMI 2018), and each image
+  is stored with the mean of its photos added, so a photo-like query lands near it.
+  That finds another scan or a photo of a box (Recall@1 0.95 at the strongest distortion),
+  and a title screen or screenshot when the catalogue holds a similar one.
+- Text: titles are written on title screens, boxes and cartridges. The query's text is read
+  with PP-OCR (ocr.py, the ``ocr`` extra) and fuzzily matched against each game's names and
+  the text read in its own catalogue images at build time (text_search.py).
+
+Games rank by their image similarity plus their text similarity times a weight that grows
+as the query's image evidence gets ambiguous (``rank_score``): when the best game's image is
+clearly closer than the next game's (a box photo, a scan), a misread must not overturn it,
+and OCR is not even run; when the images hardly tell games apart (a title screen unlike
+every catalogue image), the text decides. The score reported maps the ranking value, its
+lead over the next game and whether text was read through a logistic function
+(``CALIBRATION``, Platt scaling), so that it estimates the chance that the hit is the game
+whatever the query was. The constants were chosen on tuning queries of every kind
+(benchmarks/tune_fusion.py, with a seed the benchmark does not use).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from .bundle import ENCODER
 from .captioner import Captioner
-from .catalog import BuildReport, CatalogEntry, CatalogPath, CoverIntake, read_catalog
+from .catalog import CatalogEntry, CatalogPath, read_catalog
 from .errors import BundleError
+from .index_file import IndexContents, IndexImage, read_index, write_index
+from .media import BuildReport, MediaIntake, rom_stem
+from .ocr import OCR_INSTALL, TextLine, TextReader, ocr_available
 from .preprocessing import ImageInput, load_image, to_pixels
+from .text_search import TextMatch, TitleMatcher
 from .vectors import Hnsw, exact_top, import_faiss, serial_dot
 from .whitening import learn_whitening, simulate_photo
 
-FORMAT_VERSION = 1
 QUERY_CROPS = (1.0, 0.7)  # views per query: whole, centre 70% (side); one encoder run each
-BUILD_BATCH = 32  # covers loaded and encoded at a time while building
-WHITEN_MIN_COVERS = 64  # fewer covers in the first fill: no whitening (too few pairs)
-COVER_PHOTOS = 3  # simulated photos of every cover: they teach the whitening, join its vector
-PHOTO_WEIGHT = 1.0  # weight of the photos' mean against the cover in the vector searched
+BUILD_BATCH = 32  # images loaded and encoded at a time while building
+WHITEN_MIN_IMAGES = 64  # fewer images in the first fill: no whitening (too few pairs)
+IMAGE_PHOTOS = 3  # simulated photos of every image: they teach the whitening, join its vector
+PHOTO_WEIGHT = 1.0  # weight of the photos' mean against the image in the vector searched
 PHOTO_SEED = 0  # the simulated photos: same catalogue, same index
 BACKENDS = ("exact", "hnsw")
+READ_KINDS = ("title_screen", "logo", "physical")  # media whose text is read at build
+VISUAL_CANDIDATES = 30  # games the image evidence proposes for fusion
+TEXT_CANDIDATES = 30  # games the text evidence proposes
+# The ranking (rank_score) and its calibration, chosen by benchmarks/tune_fusion.py.
+TEXT_WEIGHT = 0.0  # text similarity against image similarity when the images are clear
+TEXT_BOOST = 10.0  # more text weight per unit the image gap falls short of SURE_GAP
+SURE_GAP = 0.1  # image similarity of the best game minus the next: clear from here on
+CALIBRATION = (4.80, 16.15, -0.72, -2.87)  # logistic: rank score, lead, text read, bias
 
 logger = logging.getLogger(__name__)
 Progress = bool | Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One reason a game matched.
+
+    Attributes:
+        source: "image" (embedding similarity) or "text" (the title read).
+        score: image: the query views' mean dot product with the image's (whitened,
+            unit-length) vector; text: similarity 0..1.
+        kind: the media kind of the catalogue image that matched (image evidence or a read
+            made in it), or "name" (text matched a release or ROM name).
+        image: the catalogue image that matched; None for a name.
+        read: the text read in the query (text evidence).
+        matched: the name or catalogue text it matched (text evidence).
+    """
+
+    source: str
+    score: float
+    kind: str
+    image: str | None = None
+    read: str | None = None
+    matched: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,12 +101,14 @@ class GameHit:
     """One game found for a query image.
 
     Attributes:
-        game_id: the catalogue id; regional releases sharing it are one game.
+        game_id: the catalogue id (or the derived one, see catalog.py); regional releases
+            sharing it are one game.
         name: the name of the best-matching release.
-        score: the mean cosine similarity of the query's views and the cover (whitened).
+        score: the confidence 0..1 that this is the game, image and text evidence fused.
         platform: the release's system, e.g. "snes"; None if the catalogue has none.
-        image: the path of the catalogue image that matched.
+        image: the catalogue image of the game that looked most like the query.
         metadata: the release's other catalogue fields (description, genre, ...).
+        evidence: why it matched: its image evidence, then its text evidence if any.
     """
 
     game_id: str
@@ -69,6 +117,19 @@ class GameHit:
     platform: str | None
     image: str
     metadata: dict
+    evidence: tuple[Evidence, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """The evidence in words: 'looks like its title_screen (0.61); read "sonic chaos" ...'."""
+        parts = []
+        for item in self.evidence:
+            if item.source == "text":
+                where = f'{item.kind} "{item.matched}"'
+                parts.append(f'read "{item.read}" ~ {where} ({item.score:.2f})')
+            else:
+                parts.append(f"looks like its {item.kind} ({item.score:.2f})")
+        return "; ".join(parts)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -92,7 +153,7 @@ def _crop(image: Image.Image, fraction: float) -> Image.Image:
 
 def _encoder_identity(captioner: Captioner) -> dict:
     manifest = captioner.bundle.manifest
-    encoder = manifest["graphs"]["encoder"]
+    encoder = manifest["graphs"][ENCODER]
     return {"name": manifest["name"], "encoder_sha256": manifest["files"][encoder]}
 
 
@@ -105,77 +166,111 @@ def _progress_callback(progress: Progress, total: int):
         except ImportError:
             pass
         else:
-            bar = tqdm(total=total, unit="cover", desc="Indexing covers")
+            bar = tqdm(total=total, unit="image", desc="Indexing images")
             return lambda done, _: bar.update(done - bar.n), bar.close
     return lambda done, total: None, lambda: None
 
 
+def rank_score(visual: float, text: float, image_gap: float) -> float:
+    """What games rank by: image similarity plus text similarity, the text weighing more as
+    the query's image evidence gets ambiguous (``image_gap``: the best game's image
+    similarity minus the next game's)."""
+    return visual + text * (TEXT_WEIGHT + TEXT_BOOST * max(0.0, SURE_GAP - image_gap))
+
+
+def confidence(score: float, lead: float, text_read: bool) -> float:
+    """A ``rank_score`` and its ``lead`` over the best other game's as the chance 0..1 that
+    the game is the answer (see CALIBRATION)."""
+    w_score, w_lead, w_read, bias = CALIBRATION
+    logit = w_score * score + w_lead * lead + w_read * text_read + bias
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
 class GameIndex:
-    """Catalogue covers embedded by a bundle's encoder, searched by image.
+    """Catalogue images embedded by a bundle's encoder and their games' texts, searched by image.
 
     Make one with ``GameIndex.build(catalog)`` or ``GameIndex.load(path)``; extend it with
     ``add``. Searching is thread-safe; ``add`` must not run while another thread searches.
 
     Args:
-        captioner: whose encoder embeds covers and queries; default ``Captioner()``.
+        captioner: whose encoder embeds images and queries; default ``Captioner()``.
         backend: "exact" (numpy, default) or "hnsw" (faiss, approximate, for large catalogues).
-        whiten: learn a whitening on the first fill (if it has WHITEN_MIN_COVERS covers or
+        whiten: learn a whitening on the first fill (if it has WHITEN_MIN_IMAGES images or
             more); False keeps plain cosine similarity of the embeddings.
+        read_text: read titles with OCR (the ``ocr`` extra): True requires it, False never
+            reads, None (default) reads when it is installed.
 
     Raises:
         ValueError: an unknown backend.
-        ImportError: the "hnsw" backend without faiss installed.
+        ImportError: the "hnsw" backend without faiss, or read_text=True without the ocr extra.
     """
 
     def __init__(
-        self, captioner: Captioner | None = None, *, backend: str = "exact", whiten: bool = True
+        self,
+        captioner: Captioner | None = None,
+        *,
+        backend: str = "exact",
+        whiten: bool = True,
+        read_text: bool | None = None,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"Invalid backend {backend!r}, expected one of: {', '.join(BACKENDS)}")
         if backend == "hnsw":
             import_faiss()  # fail before encoding anything
+        if read_text and not ocr_available():
+            raise ImportError(f"read_text=True needs the ocr extra: {OCR_INSTALL}")
         self.captioner = captioner if captioner is not None else Captioner()
         self.backend = backend
         self.whiten = whiten
+        self.reads_text = ocr_available() if read_text is None else read_text
         self.report = BuildReport()
         self._identity = _encoder_identity(self.captioner)
         self._entries: list[CatalogEntry] = []
-        self._images: list[tuple[str, int]] = []  # per row: (image path, entry)
+        self._images: list[IndexImage] = []  # one per row of the vectors
         self._game_ids: list[str] = []
-        self._game_rows: dict[str, int] = {}
+        self._game_numbers: dict[str, int] = {}
+        self._game_members: list[list[int]] = []  # rows of each game
         self._row_games = np.zeros(0, np.int64)  # (M,) game of each row
         self._vectors: np.ndarray | None = None  # (M, D) as searched, set by the first add
         self._whitening: tuple[np.ndarray, np.ndarray] | None = None  # mean (D,), (D, D)
         self._ann: Hnsw | None = None
+        self._matcher: TitleMatcher | None = None  # made on first use: needs rapidfuzz
+        self._reader: TextReader | None = None
+        self._lazy_lock = threading.Lock()
 
     @classmethod
     def build(
         cls,
         catalog: CatalogPath | Iterable[CatalogPath | CatalogEntry],
         *,
+        media_dirs: CatalogPath | Iterable[CatalogPath] = (),
         captioner: Captioner | None = None,
         progress: Progress = True,
         backend: str = "exact",
         whiten: bool = True,
+        read_text: bool | None = None,
     ) -> GameIndex:
         """Index a catalogue: gamelist.xml, CSV or JSON Lines files, or CatalogEntry objects.
 
-        Bad entries are skipped with a logged warning and counted in ``index.report``.
+        Bad entries and unusable images are skipped with a logged warning and counted in
+        ``index.report``.
 
         Args:
             catalog: a path, or several paths and/or entries; a folder means its gamelist.xml
                 files.
+            media_dirs: media folders (ES-DE downloaded_media, libretro Named_* folders) beyond
+                those found next to the catalogue; see ``read_catalog``.
             captioner: whose encoder to use; default ``Captioner()``.
             progress: a bar (tqdm, when installed), False for none, or a callable
-                ``(covers_done, covers_total)``.
-            backend, whiten: as in the constructor.
+                ``(images_done, images_total)``.
+            backend, whiten, read_text: as in the constructor.
 
         Raises:
             ValueError: a catalogue file is missing, of an unknown format or malformed (the
-                message names the file and line).
+                message names the file and line), or a media folder is missing.
         """
-        index = cls(captioner, backend=backend, whiten=whiten)
-        index.add(catalog, progress=progress)
+        index = cls(captioner, backend=backend, whiten=whiten, read_text=read_text)
+        index.add(catalog, media_dirs=media_dirs, progress=progress)
         return index
 
     def __len__(self) -> int:
@@ -184,13 +279,19 @@ class GameIndex:
 
     @property
     def whitened(self) -> bool:
-        """Whether the first fill had enough covers (WHITEN_MIN_COVERS) to learn a whitening."""
+        """Whether the first fill had enough images (WHITEN_MIN_IMAGES) to learn a whitening."""
         return self._whitening is not None
+
+    @property
+    def images(self) -> list[IndexImage]:
+        """The indexed catalogue images, one per vector."""
+        return list(self._images)
 
     def add(
         self,
         catalog: CatalogPath | Iterable[CatalogPath | CatalogEntry],
         *,
+        media_dirs: CatalogPath | Iterable[CatalogPath] = (),
         progress: Progress = True,
     ) -> BuildReport:
         """Add catalogue entries; returns what this call added (``report`` sums all calls).
@@ -201,66 +302,74 @@ class GameIndex:
         items = [catalog] if isinstance(catalog, (str, os.PathLike)) else list(catalog)
         entries = []
         for item in items:
-            entries += [item] if isinstance(item, CatalogEntry) else read_catalog(item)
-        indexed = {(self._entries[entry].game_id, path) for path, entry in self._images}
-        intake = CoverIntake(entries, indexed)
-        learn = self.whiten and self._vectors is None and len(intake.covers) >= WHITEN_MIN_COVERS
-        vectors, photos, embedded = self._embed_covers(intake, progress, learn or self.whitened)
+            if isinstance(item, CatalogEntry):
+                entries.append(item)
+            else:
+                entries += read_catalog(item, media_dirs=media_dirs)
+        indexed = {(self._entries[image.entry].game_id, image.path) for image in self._images}
+        intake = MediaIntake(entries, indexed)
+        learn = self.whiten and self._vectors is None and len(intake.media) >= WHITEN_MIN_IMAGES
+        vectors, photos, embedded = self._embed_media(intake, progress, learn or self.whitened)
         added: dict[int, int] = {}  # entry position in this call -> entry row in the index
-        for position, path in embedded:
+        first_row = len(self._images)
+        for position, image, text in embedded:
             if position not in added:
                 added[position] = len(self._entries)
                 self._entries.append(entries[position])
-            self._images.append((path, added[position]))
+            self._images.append(IndexImage(image.path, added[position], image.kind, text))
         if vectors is not None:
             if learn:
-                pairs = np.stack([np.repeat(vectors, COVER_PHOTOS, axis=0), photos], axis=1)
+                pairs = np.stack([np.repeat(vectors, IMAGE_PHOTOS, axis=0), photos], axis=1)
                 self._whitening = learn_whitening(vectors, pairs)
             rows = self._project(vectors)
-            if photos is not None:  # each cover with its photos: photo-like queries land near
-                views = self._project(photos).reshape(len(vectors), COVER_PHOTOS, -1)
+            if photos is not None:  # each image with its photos: photo-like queries land near
+                views = self._project(photos).reshape(len(vectors), IMAGE_PHOTOS, -1)
                 rows = _unit(rows + PHOTO_WEIGHT * views.mean(axis=1))
-            self._add_rows(rows, [added[position] for position, _ in embedded])
-        report = intake.report(built=added.keys(), images=len(embedded))
+            self._add_rows(rows, first_row)
+        kinds = Counter(image.kind for _, image, _ in embedded)
+        report = intake.report(built=added.keys(), images=len(embedded), kinds=kinds)
         self.report = self.report + report
         return report
 
-    def _embed_covers(self, intake: CoverIntake, progress: Progress, with_photos: bool):
-        """Encode covers in batches, and ``COVER_PHOTOS`` simulated photos of each if asked.
+    def _embed_media(self, intake: MediaIntake, progress: Progress, with_photos: bool):
+        """Encode images in batches, ``IMAGE_PHOTOS`` simulated photos of each if asked,
+        and read the text of those of READ_KINDS.
 
         Returns:
-            covers (N, D) or None, photos (N * COVER_PHOTOS, D) or None (cover-major), and
-            [(entry position, path)] of the N covers that could be read.
+            images (N, D) or None, photos (N * IMAGE_PHOTOS, D) or None (image-major), and
+            [(entry position, MediaImage, text read)] of the N images that could be read.
         """
-        spec, total = self.captioner.bundle.image_spec, len(intake.covers)
+        spec, total = self.captioner.bundle.image_spec, len(intake.media)
         rng = np.random.default_rng(PHOTO_SEED)
         update, close = _progress_callback(progress, total)
-        covers, photos, embedded = [], [], []
-        clutter = None  # the previous cover: a box beside this one in some photos
+        images, photos, embedded = [], [], []
+        clutter = None  # the previous image: a box beside this one in some photos
         try:
             for start in range(0, total, BUILD_BATCH):
                 pixels, photo_pixels = [], []
                 for number in range(start, min(start + BUILD_BATCH, total)):
-                    position, path = intake.covers[number]
-                    image = intake.open(position, path, self.captioner.max_pixels)
+                    position, media = intake.media[number]
+                    image = intake.open(position, media, self.captioner.max_pixels)
                     if image is None:
                         continue
                     pixels.append(to_pixels(image, spec))
-                    embedded.append((position, path))
-                    for _ in range(COVER_PHOTOS if with_photos else 0):
+                    read = self.reads_text and media.kind in READ_KINDS
+                    text = " ".join(line.text for line in self.read(image)) if read else ""
+                    embedded.append((position, media, text))
+                    for _ in range(IMAGE_PHOTOS if with_photos else 0):
                         photo = simulate_photo(image, rng, clutter)
                         photo_pixels.append(to_pixels(photo, spec))
                     clutter = image
                 if pixels:
                     encoded = _normalise(self.captioner.encode(np.stack(pixels + photo_pixels))[1])
-                    covers.append(encoded[: len(pixels)])
+                    images.append(encoded[: len(pixels)])
                     photos.append(encoded[len(pixels) :])
                 update(min(start + BUILD_BATCH, total), total)
         finally:
             close()
-        if not covers:
+        if not images:
             return None, None, embedded
-        return np.concatenate(covers), np.concatenate(photos) if with_photos else None, embedded
+        return np.concatenate(images), np.concatenate(photos) if with_photos else None, embedded
 
     def _project(self, vectors: np.ndarray) -> np.ndarray:
         """Normalised embeddings (N, D) -> the space searched (N, D), unit length."""
@@ -269,14 +378,20 @@ class GameIndex:
         mean, matrix = self._whitening
         return _unit(serial_dot(vectors - mean, matrix.T))  # (N, D); the matrix is symmetric
 
-    def _add_rows(self, vectors: np.ndarray, entry_rows: list[int]) -> None:
+    def _add_rows(self, vectors: np.ndarray, first_row: int) -> None:
+        """File rows ``first_row``.. (already in ``_images``) under their games."""
         games = []
-        for entry in entry_rows:
-            game_id = self._entries[entry].game_id
-            if game_id not in self._game_rows:
-                self._game_rows[game_id] = len(self._game_ids)
-                self._game_ids.append(game_id)
-            games.append(self._game_rows[game_id])
+        for row in range(first_row, len(self._images)):
+            image = self._images[row]
+            entry = self._entries[image.entry]
+            if entry.game_id not in self._game_numbers:
+                self._game_numbers[entry.game_id] = len(self._game_ids)
+                self._game_ids.append(entry.game_id)
+                self._game_members.append([])
+            game = self._game_numbers[entry.game_id]
+            self._game_members[game].append(row)
+            games.append(game)
+        self._matcher = None  # rebuilt with the new rows' texts when text is next matched
         self._row_games = np.concatenate([self._row_games, np.asarray(games, np.int64)])
         first = self._vectors is None
         self._vectors = vectors if first else np.concatenate([self._vectors, vectors])
@@ -285,6 +400,19 @@ class GameIndex:
         elif self.backend == "hnsw":
             self._ann.index.add(np.ascontiguousarray(vectors))
 
+    def read(self, image: ImageInput | Image.Image) -> list[TextLine]:
+        """The text lines OCR reads in an image (the ``ocr`` extra); [] when read_text is off.
+
+        Raises:
+            ImageError: the image is unusable.
+        """
+        if not self.reads_text:
+            return []
+        with self._lazy_lock:  # created on first use: it loads two ONNX models
+            if self._reader is None:
+                self._reader = TextReader()
+        return self._reader.read(image, max_pixels=self.captioner.max_pixels)
+
     def embed(self, image: ImageInput, *, crops: Sequence[float] = QUERY_CROPS) -> np.ndarray:
         """The query's views as ``search`` compares them: (V, D) float32, V = len(crops).
 
@@ -292,24 +420,33 @@ class GameIndex:
             ImageError: the image is unusable.
             ValueError: a crop outside 0.2..1.0.
         """
-        crops = tuple(float(c) for c in crops)
-        if not crops or not all(0.2 <= c <= 1.0 for c in crops):
-            raise ValueError(f"crops must be side fractions in 0.2..1.0, got {crops}")
-        picture = load_image(image, max_pixels=self.captioner.max_pixels)
+        crops = _check_crops(crops)
+        return self._embed_picture(load_image(image, max_pixels=self.captioner.max_pixels), crops)
+
+    def _embed_picture(self, picture: Image.Image, crops: tuple[float, ...]) -> np.ndarray:
         spec = self.captioner.bundle.image_spec
         pixels = np.stack([to_pixels(_crop(picture, crop), spec) for crop in crops])  # (V, H, W, 3)
         return self._project(_normalise(self.captioner.encode(pixels)[1]))  # (V, D)
 
     def search(
-        self, image: ImageInput, k: int = 5, *, crops: Sequence[float] = QUERY_CROPS
+        self,
+        image: ImageInput,
+        k: int = 5,
+        *,
+        crops: Sequence[float] = QUERY_CROPS,
+        read_text: bool | None = None,
     ) -> list[GameHit]:
-        """The ``k`` games whose covers best match the image, best first.
+        """The ``k`` games the image most likely shows, best first.
 
         Args:
             image: a path, bytes, binary file object, PIL image or uint8 HxWx3 RGB array.
             k: games returned at most; fewer when the index holds fewer.
             crops: centre crops (side fractions) of the query that are compared, each one
                 encoder run; ``(1.0,)`` is twice as fast, for tightly framed images.
+            read_text: True reads the query's text (OCR), False never; None (default) reads
+                it unless one game's image is clearly the closest (by SURE_GAP; OCR costs
+                ~100-300 ms).
+                Without the ocr extra nothing is read.
 
         Raises:
             ImageError: the image is unusable.
@@ -317,81 +454,130 @@ class GameIndex:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        return self.search_embedding(self.embed(image, crops=crops), k)
+        crops = _check_crops(crops)
+        picture = load_image(image, max_pixels=self.captioner.max_pixels)  # decoded once
+        views = self._embed_picture(picture, crops)
+        if read_text is False or not self.reads_text:
+            return self.search_embedding(views, k)
+        if read_text is None:  # no OCR when one game's image is clearly the closest
+            hits = self.search_embedding(views, max(k, 2))
+            images = [hit.evidence[0].score for hit in hits] + [-1.0]
+            if hits and images[0] - images[1] >= SURE_GAP:
+                return hits[:k]
+        return self.search_embedding(views, k, text=[line.text for line in self.read(picture)])
 
-    def search_embedding(self, embedding: np.ndarray, k: int = 5) -> list[GameHit]:
-        """``search`` from the output of ``embed``: (D,) or (V, D)."""
+    def search_embedding(
+        self, embedding: np.ndarray, k: int = 5, *, text: str | Sequence[str] = ()
+    ) -> list[GameHit]:
+        """``search`` from the output of ``embed``, (D,) or (V, D), and the lines read, if any."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if self._vectors is None:
             return []
         views = np.atleast_2d(np.asarray(embedding, np.float32))  # (V, D)
-        if views.shape[1] != self._vectors.shape[1]:
+        if views.ndim != 2 or views.shape[1] != self._vectors.shape[1]:
             raise ValueError(
-                f"embedding has {views.shape[1]} dimensions, the index {self._vectors.shape[1]}"
+                f"embedding has shape {views.shape}, the index {self._vectors.shape[1]} dimensions"
             )
-        # The views' mean scores a cover by its mean similarity to them: better than the best
+        # The views' mean scores an image by its mean similarity to them: better than the best
         # view at the strongest distortions (0.964 vs 0.958 Recall@1 on the tuning queries).
-        queries = views.mean(axis=0, keepdims=True)  # (1, D)
-        total = len(self._vectors)
-        count = min(total, 4 * k)  # rows fetched: enough for k games unless releases crowd in
-        while True:
-            if self._ann is not None:
-                rows, scores = self._ann.top(queries, count)
-            else:
-                rows, scores = exact_top(self._vectors, queries, count)
-            hits = self._hits(rows, scores, k)
-            if len(hits) == min(k, len(self._game_ids)) or count == total:
-                return hits
-            count = min(total, count * 4)
-
-    def _hits(self, rows: np.ndarray, scores: np.ndarray, k: int) -> list[GameHit]:
-        hits, seen = [], set()
-        for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+        query = views.mean(axis=0, keepdims=True)  # (1, D)
+        lines = [text] if isinstance(text, str) else list(text)
+        titles = self._titles() if lines else None
+        read = titles.clean(lines) if titles is not None else ""
+        matches = titles.match(read, TEXT_CANDIDATES) if read else {}
+        games = list(dict.fromkeys(self._visual_candidates(query, k) + list(matches)))
+        rows = np.concatenate([self._game_members[game] for game in games])  # (R,)
+        similarity = serial_dot(query, self._vectors[rows])[0]  # (R,)
+        best: dict[int, tuple[float, int]] = {}  # game -> (similarity, row)
+        for row, score in zip(rows.tolist(), similarity.tolist(), strict=True):
             game = self._row_games[row]
-            if game in seen:
-                continue
-            seen.add(game)
-            path, entry_row = self._images[row]
-            entry = self._entries[entry_row]
-            hits.append(
-                GameHit(
-                    game_id=entry.game_id,
-                    name=entry.name,
-                    score=float(score),
-                    platform=entry.platform,
-                    image=path,
-                    metadata=dict(entry.metadata),
-                )
-            )
-            if len(hits) == k:
-                break
+            if game not in best or score > best[game][0]:
+                best[game] = (score, row)
+        images = sorted((score for score, _ in best.values()), reverse=True) + [-1.0]
+        image_gap = images[0] - images[1]
+        ranked = []
+        for game in games:
+            similarity, _ = best[game]
+            text = matches[game].score if game in matches else 0.0
+            ranked.append((rank_score(similarity, text, image_gap), similarity, game))
+        ranked.sort(key=lambda item: (-item[0], -item[1]))
+        hits = []
+        for place, (score, similarity, game) in enumerate(ranked[:k]):
+            other = ranked[1][0] if place == 0 and len(ranked) > 1 else ranked[0][0]
+            lead = score - other if len(ranked) > 1 else 1.0
+            chance = confidence(score, lead, bool(read))
+            hits.append(self._hit(game, similarity, best[game][1], matches.get(game), chance))
         return hits
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def _titles(self) -> TitleMatcher:
+        """Each game's names (releases, ROM files) and the text read in its images."""
+        with self._lazy_lock:
+            if self._matcher is None:
+                matcher = TitleMatcher()
+                for game, rows in enumerate(self._game_members):
+                    for entry in dict.fromkeys(self._images[row].entry for row in rows):
+                        matcher.add(game, self._entries[entry].name, "name")
+                        if self._entries[entry].rom:
+                            matcher.add(game, rom_stem(self._entries[entry].rom), "name")
+                for game, rows in enumerate(self._game_members):  # reads after every name:
+                    for row in rows:  # their cleaning keeps the words names use
+                        if self._images[row].text:
+                            matcher.add(game, self._images[row].text, self._images[row].kind)
+                self._matcher = matcher
+            return self._matcher
+
+    def _visual_candidates(self, query: np.ndarray, k: int) -> list[int]:
+        """Games of the rows nearest the query (1, D), best first: max(k, VISUAL_CANDIDATES)."""
+        wanted = max(k, VISUAL_CANDIDATES)
+        total = len(self._vectors)
+        count = min(total, 4 * wanted)  # rows: enough unless releases crowd in
+        while True:
+            if self._ann is not None:
+                rows, _ = self._ann.top(query, count)
+            else:
+                rows, _ = exact_top(self._vectors, query, count)
+            games = list(dict.fromkeys(self._row_games[rows].tolist()))
+            if len(games) >= min(wanted, len(self._game_ids)) or count == total:
+                return games[:wanted]
+            count = min(total, count * 4)
+
+    def _hit(
+        self,
+        game: int,
+        similarity: float,
+        row: int,
+        match: TextMatch | None,
+        score: float,
+    ) -> GameHit:
+        image = self._images[row]
+        entry = self._entries[image.entry]
+        evidence = [Evidence("image", similarity, image.kind, image=image.path)]
+        if match is not None:
+            evidence.append(
+                Evidence("text", match.score, match.source, read=match.read, matched=match.matched)
+            )
+        return GameHit(
+            game_id=entry.game_id,
+            name=entry.name,
+            score=score,
+            platform=entry.platform,
+            image=image.path,
+            metadata=dict(entry.metadata),
+            evidence=tuple(evidence),
+        )
+
+    def save(self, path: str | os.PathLike):
         """Write the index to one file: a NumPy .npz of arrays and JSON, without pickle.
 
         Returns:
             The path written.
         """
-        path = Path(path)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "bundle": self._identity,
-            "entries": [asdict(entry) for entry in self._entries],
-            "images": self._images,
-            "report": asdict(self.report),
-        }
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
-        if self._vectors is not None:
-            arrays["vectors"] = self._vectors
-        if self._whitening is not None:
-            arrays["whitening_mean"], arrays["whitening_matrix"] = self._whitening
-        partial = path.with_name(path.name + ".part")
-        with open(partial, "wb") as stream:  # a file object: np.savez would append ".npz"
-            np.savez(stream, **arrays)
-        partial.replace(path)  # never leave a half-written index behind
-        return path
+        contents = IndexContents(
+            self._identity, self._entries, self._images, self.report, self._vectors,
+            self._whitening,
+        )  # fmt: skip
+        return write_index(path, contents)
 
     @classmethod
     def load(
@@ -400,6 +586,7 @@ class GameIndex:
         *,
         captioner: Captioner | None = None,
         backend: str = "exact",
+        read_text: bool | None = None,
     ) -> GameIndex:
         """Read an index written by ``save``.
 
@@ -407,27 +594,16 @@ class GameIndex:
             path: the index file.
             captioner: for queries; must run the encoder the index was built with.
                 Default ``Captioner()``.
-            backend: as in the constructor; an "hnsw" graph is built here.
+            backend, read_text: as in the constructor; an "hnsw" graph is built here.
 
         Raises:
-            ValueError: the file is missing or not a game index of this format version.
+            IndexFileError: (a ValueError) the file is missing, not a game index of this
+                format version, or malformed; the message names the problem.
             BundleError: the captioner's encoder is not the one the index was built with.
         """
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-            meta = json.loads(arrays.pop("meta").tobytes())
-        except FileNotFoundError:
-            raise ValueError(f"Index file not found: {path}") from None
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{path} is not a game index: {error}") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has index format {meta.get('format_version')!r}; "
-                f"this SDK reads version {FORMAT_VERSION}"
-            )
-        index = cls(captioner, backend=backend)
-        built, ours = meta["bundle"], index._identity
+        contents = read_index(path)
+        index = cls(captioner, backend=backend, read_text=read_text)
+        built, ours = contents.bundle, index._identity
         if built["encoder_sha256"] != ours["encoder_sha256"]:
             raise BundleError(
                 f"{path} was built with bundle {built['name']!r} (encoder sha256 "
@@ -435,14 +611,17 @@ class GameIndex:
                 f"(encoder sha256 {ours['encoder_sha256'][:12]}...): load it with a Captioner "
                 "of that bundle, or rebuild the index"
             )
-        if "whitening_matrix" in arrays:
-            index._whitening = (arrays["whitening_mean"], arrays["whitening_matrix"])
-        index._entries = [
-            CatalogEntry(**{**entry, "images": tuple(entry["images"])}) for entry in meta["entries"]
-        ]
-        index._images = [(image, entry) for image, entry in meta["images"]]
-        if "vectors" in arrays:
-            index._add_rows(arrays["vectors"], [entry for _, entry in index._images])
-        report = meta["report"]
-        index.report = BuildReport(**{**report, "problems": tuple(report["problems"])})
+        index._whitening = contents.whitening
+        index._entries = contents.entries
+        index._images = list(contents.images)
+        if contents.vectors is not None:
+            index._add_rows(contents.vectors, 0)
+        index.report = contents.report
         return index
+
+
+def _check_crops(crops: Sequence[float]) -> tuple[float, ...]:
+    crops = tuple(float(c) for c in crops)
+    if not crops or not all(0.2 <= c <= 1.0 for c in crops):
+        raise ValueError(f"crops must be side fractions in 0.2..1.0, got {crops}")
+    return crops

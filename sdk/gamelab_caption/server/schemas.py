@@ -32,14 +32,27 @@ class CaptionResponse(BaseModel):
     )
 
 
+class Evidence(BaseModel):
+    source: str = Field(description='"image" (embedding similarity) or "text" (title read)')
+    score: float = Field(description="image: cosine similarity -1..1; text: similarity 0..1")
+    kind: str = Field(
+        description='media kind of the catalogue image matched (e.g. "cover", "title_screen"), '
+        'or "name" when the text matched a release or ROM name'
+    )
+    read: str | None = Field(default=None, description="text read in the upload (text only)")
+    matched: str | None = Field(default=None, description="what that text matched (text only)")
+
+
 class Game(BaseModel):
     game_id: str
     name: str
-    score: float = Field(description="cosine similarity of the image embeddings, -1..1")
+    score: float = Field(description="confidence 0..1 that this is the game (image and text fused)")
     platform: str | None = None
     cover_url: str | None = Field(
         default=None, description="the matched catalogue image, served by this server"
     )
+    reason: str = Field(default="", description="why it matched, in words")
+    evidence: list[Evidence] = Field(default_factory=list, description="why it matched")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -55,6 +68,7 @@ class Health(BaseModel):
     capacity: int = Field(description="requests running or queued at most; more get 503")
     in_flight: int = Field(description="requests running or queued now")
     max_upload_bytes: int = Field(description="larger uploads get 413")
+    max_pixels: int = Field(description="images with more pixels get 413")
 
 
 class ErrorResponse(BaseModel):

@@ -121,6 +121,25 @@ function renderCaption(body) {
   drawHeatmap();
 }
 
+const KIND_NAMES = {
+  cover: "cover", back_cover: "back cover", screenshot: "screenshot",
+  title_screen: "title screen", logo: "logo", physical: "cartridge or disc",
+  fan_art: "fan art", mix: "mix image", name: "name",
+};
+
+// Why a game matched, in words: the text read and what it matched, the image it resembles.
+function describeEvidence(evidence) {
+  return evidence
+    .map((item) => {
+      const kind = KIND_NAMES[item.kind] || item.kind;
+      if (item.source === "text") {
+        return `Read “${item.read}”, matching its ${kind} “${item.matched}”`;
+      }
+      return `Looks like its ${kind} (${item.score.toFixed(2)})`;
+    })
+    .join(" · ");
+}
+
 function renderGames(games) {
   $("games-box").hidden = !games;
   if (!games) return;
@@ -152,15 +171,18 @@ function renderGames(games) {
     name.textContent = game.name || game.game_id;
     const meta = document.createElement("p");
     meta.className = "game-meta";
-    meta.textContent = [game.platform, `similarity ${game.score.toFixed(2)}`]
+    meta.textContent = [game.platform, `confidence ${Math.round(game.score * 100)}%`]
       .filter(Boolean)
       .join(" · ");
+    const why = document.createElement("p");
+    why.className = "game-why";
+    why.textContent = describeEvidence(game.evidence || []);
     const meter = document.createElement("div");
     meter.className = "meter";
     const fill = document.createElement("span");
     fill.style.width = `${Math.max(0, Math.min(1, game.score / best)) * 100}%`;
     meter.append(fill);
-    text.append(name, meta, meter);
+    text.append(name, meta, why, meter);
     item.append(cover, text);
     list.append(item);
   });

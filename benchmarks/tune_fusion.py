@@ -1,0 +1,176 @@
+"""Choose search.rank_score's weights and fit search.CALIBRATION, which turns it into a confidence.
+
+Draws queries of every kind with another seed than the recognition benchmark's, builds the
+index once (cached in the output folder), reads every query's text once, collects each
+query's candidate games with their evidence (image similarity, text similarity, whether
+text was read), searches the ranking weights (TEXT_WEIGHT, TEXT_BOOST, SURE_GAP) for the
+best worst Recall@1 relative to each kind's goal, then fits a logistic regression of "this
+candidate is the answer" on the ranking score, its lead and the read flag (Newton's method, a little
+L2). Prints the constants to paste into search.py, Recall@1 per kind, how often OCR runs,
+and how well the confidence of the top hits matches how often they are right.
+
+    python benchmarks/tune_fusion.py [--queries 150] [--output benchmarks/results/tune]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import recognition_data  # noqa: E402
+
+from gamelab_caption import Captioner, GameIndex  # noqa: E402
+from gamelab_caption import search as search_module  # noqa: E402
+
+TUNING_SEED = 7
+CANDIDATES = 30
+
+
+def _reads(index: GameIndex, queries, cache: Path) -> tuple[np.ndarray, list[list[str]]]:
+    """Each query's embedded views (Q, V, D) and the lines read in it, computed once."""
+    if cache.with_suffix(".npy").exists():
+        return np.load(cache.with_suffix(".npy")), json.loads(cache.read_text())
+    views, lines = [], []
+    for number, query in enumerate(queries):
+        views.append(index.embed(query.image))
+        lines.append([line.text for line in index.read(query.image)])
+        if number % 50 == 0:
+            print(f"  {number}/{len(queries)} queries", flush=True)
+    np.save(cache.with_suffix(".npy"), np.stack(views))
+    cache.write_text(json.dumps(lines))
+    return np.stack(views), lines
+
+
+def _features(index: GameIndex, queries, views, lines) -> list[dict]:
+    """Per query: its kind, answer and candidates [(game_id, visual, text, read)]."""
+    rows = []
+    for query, query_views, query_lines in zip(queries, views, lines, strict=True):
+        hits = index.search_embedding(query_views, CANDIDATES, text=query_lines)
+        read = any(e.source == "text" for hit in hits for e in hit.evidence) or bool(
+            index._titles().clean(query_lines)
+        )
+        candidates = [
+            (
+                hit.game_id,
+                hit.evidence[0].score,
+                next((e.score for e in hit.evidence if e.source == "text"), 0.0),
+                read,
+            )
+            for hit in hits
+        ]
+        rows.append({"kind": query.kind, "answer": query.game_id, "candidates": candidates})
+    return rows
+
+
+GOALS = {"box_scan": 0.97, "box_photo": 0.95, "title_screen": 0.85, "screenshot": 0.70}
+
+
+def _ranked(rows: list[dict], weights) -> list[list[tuple[float, str, bool]]]:
+    """Per query: (rank score, game id, read) of its candidates, best first, as
+    ``GameIndex.search`` ranks them (no text when the image gap is clear: no OCR)."""
+    text_weight, boost, sure_gap = weights
+    ranked = []
+    for q in rows:
+        images = sorted((v for _, v, _, _ in q["candidates"]), reverse=True) + [-1.0, -1.0]
+        gap = images[0] - images[1]
+        read = gap < sure_gap
+        scored = [
+            (v + read * t * (text_weight + boost * max(0.0, sure_gap - gap)), g, read and r)
+            for g, v, t, r in q["candidates"]
+        ]
+        ranked.append(sorted(scored, key=lambda item: -item[0]))
+    return ranked
+
+
+def _recall(rows: list[dict], weights) -> dict[str, float]:
+    by_kind: dict[str, list[bool]] = {}
+    for q, scored in zip(rows, _ranked(rows, weights), strict=True):
+        by_kind.setdefault(q["kind"], []).append(bool(scored) and scored[0][1] == q["answer"])
+    return {kind: round(float(np.mean(hits)), 3) for kind, hits in by_kind.items()}
+
+
+def _worst_ratio(recall: dict[str, float]) -> float:
+    return min(recall[kind] / goal for kind, goal in GOALS.items())
+
+
+def _calibrate(rows: list[dict], weights, l2: float = 1e-3) -> np.ndarray:
+    """Logistic regression of "is the answer" on (rank score, lead over the best other, read)."""
+    x, y = [], []
+    for q, ranked in zip(rows, _ranked(rows, weights), strict=True):
+        for place, (score, game, read) in enumerate(ranked):
+            other = ranked[1][0] if place == 0 and len(ranked) > 1 else ranked[0][0]
+            lead = score - other if len(ranked) > 1 else 1.0
+            x.append([score, lead, read, 1.0])
+            y.append(game == q["answer"])
+    x, y = np.array(x, np.float64), np.array(y, np.float64)
+    w = np.zeros(x.shape[1])
+    for _ in range(50):  # Newton's method on the L2-regularised log-likelihood
+        p = 1 / (1 + np.exp(-x @ w))
+        gradient = x.T @ (p - y) + l2 * w
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
+        w -= np.linalg.solve(hessian, gradient)
+    return w
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--queries", type=int, default=150, help="per kind")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/tune"))
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    drawn = recognition_data.draw(TUNING_SEED, args.queries)
+    captioner = Captioner()
+    saved = args.output / "full.idx"
+    if saved.exists():
+        index = GameIndex.load(saved, captioner=captioner, read_text=True)
+    else:
+        index = GameIndex.build(drawn.full, captioner=captioner, read_text=True)
+        index.save(saved)
+    queries = [
+        q for kind, qs in drawn.queries.items() if kind != "screenshot_covers_only" for q in qs
+    ]
+    views, lines = _reads(index, queries, args.output / f"reads-{args.queries}.json")
+    rows = _features(index, queries, views, lines)
+    current = (search_module.TEXT_WEIGHT, search_module.TEXT_BOOST, search_module.SURE_GAP)
+    grid = [
+        (text_weight, boost, sure_gap)
+        for text_weight in (0.0, 0.1, 0.2, 0.3, 0.5)
+        for boost in (2.0, 5.0, 10.0, 20.0)
+        for sure_gap in (0.05, 0.1, 0.15, 0.2)
+    ]
+
+    def goodness(weights) -> tuple[float, float]:  # the worst kind against its goal, then mean
+        recall = _recall(rows, weights)
+        return _worst_ratio(recall), float(np.mean(list(recall.values())))
+
+    best = max(grid, key=goodness)
+    print("Recall@1 current", current, _recall(rows, current))
+    print("Recall@1 best   ", best, _recall(rows, best))
+    reads = sum(scored[0][2] or not scored for scored in _ranked(rows, best))
+    print(f"OCR runs for {reads}/{len(rows)} queries (the rest: a clear image gap)")
+    calibration = _calibrate(rows, best)
+    print("TEXT_WEIGHT, TEXT_BOOST, SURE_GAP = {}, {}, {}".format(*best))
+    print("CALIBRATION = ({:.2f}, {:.2f}, {:.2f}, {:.2f})".format(*calibration))
+    # calibration check: mean confidence against accuracy of the top hits, in bins
+    tops = []
+    for q, ranked in zip(rows, _ranked(rows, best), strict=True):
+        if ranked:
+            lead = ranked[0][0] - ranked[1][0] if len(ranked) > 1 else 1.0
+            x = calibration @ [ranked[0][0], lead, ranked[0][2], 1.0]
+            tops.append((1 / (1 + math.exp(-x)), ranked[0][1] == q["answer"]))
+    for low, high in ((0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)):
+        inside = [right for chance, right in tops if low <= chance < high]
+        if inside:
+            print(
+                f"top hits with confidence {low}-{high}: {len(inside)}, right {np.mean(inside):.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Find games by the text read in an image: fuzzy matching of OCR reads against names.
+
+A read title is noisy ("CBPTBIN SILVER", "GA12 GROU2D"), split over lines, surrounded by
+"PUSH START BUTTON" and copyright lines, and may hold a subtitle the catalogue drops or a
+sequel number spelt otherwise. Each game is known here by its names (every release's name
+and ROM file name) and by the text read in its own catalogue images at index time, which
+carry the same logo and so the same misreads. Both sides go through ``title_key`` and lose
+boilerplate words; rapidfuzz (a maintained C++ library) scores each pair.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .titles import title_key
+
+# Words of title screens and boxes that name no game.
+BOILERPLATE = frozenset(
+    """push press start button buttons pull trigger to sega master system mark iii
+    presents presented copyright all rights reserved licensed license by from inc ltd co corp
+    corporation tm r c reprogrammed programmed program game select mode player players 1p 2p
+    score hi high top credit credits insert coin version ver or and of the a an""".split()
+)
+MIN_READ_CHARS = 3  # a cleaned read shorter than this is noise
+MIN_SCORE = 0.5  # matches scoring less are not evidence
+SEQUEL_MISMATCH = 0.85  # factor on a match whose sequel numbers differ
+WORD_MATCH = 0.75  # a key's word is in the read if a read word spells it this nearly
+SHORT_KEY = 6  # keys of fewer letters score less: they appear in any read by chance
+SHORT_READ = 8  # reads of fewer letters score less: a short misread matches many names
+_SUBTITLE = re.compile(r"\s+-\s+|:\s+")  # "Title - Subtitle", "Title: Subtitle"
+# long enough to be misread and still known: "EUTTON", "CSEGA", "PRESSSTAHT"
+_MISREAD_BOILERPLATE = (
+    "push", "press", "start", "button", "sega", "player", "copyright", "reserved", "rights",
+    "licensed", "enterprises", "options", "presents",
+)  # fmt: skip
+_LONG_NUMBER = re.compile(r"^\d{3,}$")  # years, scores, prices; sequel numbers are shorter
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    """Why a game matched the text read in a query.
+
+    Attributes:
+        score: similarity of the read and the game's text, 0..1.
+        read: the query's text, as compared (cleaned).
+        matched: the name or catalogue text it matched, as the catalogue has it.
+        source: "name" (a release name or ROM file name) or the media kind whose read matched.
+    """
+
+    score: float
+    read: str
+    matched: str
+    source: str
+
+
+def _is_boilerplate(word: str, vocabulary: Collection[str] = ()) -> bool:
+    """A boilerplate word, also misread ("eutton", "csega") or run together ("pressstart",
+    "sega1993", "push1"), as OCR gives them on title screens. Words of ``vocabulary`` (those
+    of the catalogue's names) are never taken for misreads: "star" is not "start"."""
+    from rapidfuzz import fuzz
+
+    if word.isdigit():
+        return len(word) >= 3  # years and scores; 1-2 digits are sequel numbers
+    letters = word.strip("0123456789")
+    if word in BOILERPLATE or letters in BOILERPLATE:
+        return True
+    if letters in vocabulary:
+        return False
+    if len(letters) >= 4 and any(fuzz.ratio(letters, w) >= 75 for w in _MISREAD_BOILERPLATE):
+        return True
+    return _joined(letters)
+
+
+def _joined(letters: str) -> bool:
+    """Whether ``letters`` is two or more boilerplate words run together."""
+    ends = {0}  # prefixes of ``letters`` made of whole boilerplate words
+    for end in range(1, len(letters) + 1):
+        if any(letters[start:end] in BOILERPLATE for start in ends if end - start >= 2):
+            ends.add(end)
+    return len(letters) in ends and letters not in BOILERPLATE
+
+
+def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
+    """Lines read in an image -> the words that may name a game, in reading order.
+
+    Args:
+        texts: the lines read.
+        vocabulary: words that name games (never dropped as misread boilerplate).
+    """
+    words = title_key(" ".join(texts)).split()
+    return " ".join(word for word in words if not _is_boilerplate(word, vocabulary))
+
+
+def _numbers(key: str) -> set[str]:
+    return {word for word in key.split() if word.isdigit() and len(word) <= 2}
+
+
+def similarity(read: str, text: str) -> float:
+    """How well ``text`` (a game's name or read) is found in ``read`` (a query's), 0..1.
+
+    Both are cleaned keys; see ``TitleMatcher.match`` for the measure.
+    """
+    matcher = TitleMatcher()
+    matcher._add_key(0, text, text, "name")
+    return float(matcher._scores(read)[0]) if len(matcher) else 0.0
+
+
+class TitleMatcher:
+    """Each game's texts, searched by the text read in a query.
+
+    A key (a name or a read) scores by how much of it the read covers: each of its words
+    counts, by its length, if some word of the read spells it nearly (rapidfuzz ratio >=
+    WORD_MATCH). So extra words in the read (a subtitle, noise) cost nothing, a partial read
+    ("alex in miracle world") scores the part it covers, and a one-word read no longer
+    matches every long name that holds the word. Words run together ("SONICCHAOS") are
+    compared without spaces as well; a differing sequel number costs SEQUEL_MISMATCH; keys
+    shorter than SHORT_KEY letters are scaled down, as they appear in any read by chance.
+    Names with a subtitle are also known by their main title ("Phantasy Star III").
+
+    Args:
+        None; fill with ``add``.
+    """
+
+    def __init__(self):
+        self._keys: list[str] = []  # cleaned, compared
+        self._shown: list[str] = []  # as the catalogue or the reader had it
+        self._games: list[int] = []
+        self._sources: list[str] = []
+        self._seen: set[tuple[int, str]] = set()
+        self._vocabulary: set[str] = set()  # words of the names
+        self._words: dict[str, int] = {}  # every word of every key -> its number
+        self._key_words: list[list[int]] = []
+        self._arrays = None  # numpy views of the keys, made on first match
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, game: int, text: str, source: str = "name") -> None:
+        """Know game number ``game`` by ``text``: a name, or a read (``source`` its media kind).
+
+        Reads go through the boilerplate filter, so add names first: their words are kept.
+        """
+        if source != "name":
+            self._add_key(game, self.clean([text]), text, source)
+            return
+        key = title_key(text)
+        self._vocabulary.update(key.split())
+        self._add_key(game, key, text, source)
+        main = _SUBTITLE.split(text, maxsplit=1)[0]
+        if main != text:  # "Phantasy Star III - Generations of Doom": also "Phantasy Star III"
+            self._add_key(game, title_key(main), text, source)
+
+    def _add_key(self, game: int, key: str, shown: str, source: str) -> None:
+        if len(key.replace(" ", "")) < MIN_READ_CHARS or (game, key) in self._seen:
+            return
+        self._seen.add((game, key))
+        self._keys.append(key)
+        self._shown.append(shown)
+        self._games.append(game)
+        self._sources.append(source)
+        self._key_words.append([self._words.setdefault(w, len(self._words)) for w in key.split()])
+        self._arrays = None
+
+    def clean(self, texts: Iterable[str]) -> str:
+        """``clean_read`` keeping the words of the names added so far."""
+        return clean_read(texts, self._vocabulary)
+
+    def _prepare(self):
+        if self._arrays is None:
+            words = np.array([i for key in self._key_words for i in key], np.int64)
+            lengths = np.array([len(w) for w in self._words], np.float64)[words]
+            starts = np.cumsum([0] + [len(key) for key in self._key_words[:-1]])
+            totals = np.add.reduceat(lengths, starts)  # (K,) letters of each key
+            numbers = [frozenset(_numbers(key)) for key in self._keys]
+            joined = [key.replace(" ", "") for key in self._keys]
+            self._arrays = (words, lengths, starts, totals, numbers, joined, list(self._words))
+        return self._arrays
+
+    def _scores(self, read: str) -> np.ndarray:
+        """(K,) similarity of every key to a cleaned read."""
+        from rapidfuzz import fuzz, process
+
+        words, lengths, starts, totals, numbers, joined, vocabulary = self._prepare()
+        ratios = process.cdist(vocabulary, read.split(), scorer=fuzz.ratio)  # (W, R)
+        best = ratios.max(axis=1) / 100  # (W,) each word's best spelling in the read
+        credit = np.where(best >= WORD_MATCH, best, 0.0)[words] * lengths
+        covered = np.add.reduceat(credit, starts) / totals  # (K,)
+        together = process.cdist([read.replace(" ", "")], joined, scorer=fuzz.ratio)[0] / 100
+        scores = np.maximum(covered, together)  # (K,)
+        read_numbers = _numbers(read)
+        sequel = [
+            SEQUEL_MISMATCH if n != read_numbers and (n - {"1"} or read_numbers - {"1"}) else 1.0
+            for n in numbers
+        ]
+        # a few letters read ("sera", a misread SEGA) say little about which game it is
+        letters = len(read.replace(" ", ""))
+        informative = min(1.0, letters / SHORT_READ)
+        return scores * np.array(sequel) * np.minimum(1.0, totals / SHORT_KEY) * informative
+
+    def match(self, read: str, limit: int = 50) -> dict[int, TextMatch]:
+        """The best match per game for a cleaned read, for up to ``limit`` games.
+
+        Returns:
+            game number -> TextMatch, only matches scoring at least MIN_SCORE, best first.
+        """
+        if len(read.replace(" ", "")) < MIN_READ_CHARS or not self._keys:
+            return {}
+        scores = self._scores(read)
+        best: dict[int, TextMatch] = {}
+        for position in np.argsort(-scores, kind="stable"):
+            score = float(scores[position])
+            if score < MIN_SCORE or len(best) == limit:
+                break
+            game = self._games[position]
+            if game not in best:
+                shown, source = self._shown[position], self._sources[position]
+                best[game] = TextMatch(score, read, shown, source)
+        return best

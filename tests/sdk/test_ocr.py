@@ -1,0 +1,100 @@
+"""TextReader: PP-OCR reads the title on a title screen drawn here with a TrueType font."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gamelab_caption.errors import ImageError, ImageTooLarge
+from gamelab_caption.ocr import MAX_LINES, TextLine, TextReader
+
+pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+
+SCREEN = (320, 224)  # a Master System / Mega Drive title screen
+BACKGROUND = (12, 16, 48)
+
+
+def _letters(text: str) -> str:
+    """Upper-case letters and digits only: the reader may drop or keep spaces."""
+    return "".join(character for character in text.upper() if character.isalnum())
+
+
+@pytest.fixture(scope="module")
+def title_screen(draw_screen) -> Image.Image:
+    return draw_screen([("SONIC CHAOS", 40, 80), ("PUSH START BUTTON", 14, 170)])
+
+
+@pytest.fixture(scope="module")
+def reader() -> TextReader:
+    return TextReader()
+
+
+@pytest.fixture(scope="module")
+def title_lines(reader, title_screen) -> list[TextLine]:
+    return reader.read(title_screen)
+
+
+def test_reads_the_title_of_a_title_screen(title_lines):
+    lines = title_lines
+    assert lines and all(isinstance(line, TextLine) for line in lines)
+    titles = [line for line in lines if "SONIC" in line.text.upper()]
+    assert len(titles) == 1 and "CHAOS" in titles[0].text.upper()
+    assert any("START" in line.text.upper() for line in lines)  # the small line is read too
+    for line in lines:
+        assert 0.5 <= line.confidence <= 1.0 and 0.0 < line.height < 1.0
+    assert titles[0].height == max(line.height for line in lines)  # the title is the tallest
+
+
+def test_reads_every_input_type_alike(reader, title_screen, title_lines):
+    png = io.BytesIO()
+    title_screen.save(png, format="PNG")
+    texts = [line.text for line in title_lines]
+    assert [line.text for line in reader.read(png.getvalue())] == texts
+    assert [line.text for line in reader.read(np.asarray(title_screen))] == texts
+
+
+def test_max_lines_keeps_only_the_tallest(reader, draw_screen):
+    credits = [(f"LINE {n} OF CREDITS", 12, 90 + 24 * n) for n in range(5)]
+    screen = draw_screen([("SONIC CHAOS", 36, 40), *credits])  # six lines, the title the tallest
+    lines = reader.read(screen)
+    assert len(lines) == MAX_LINES and any("SONIC" in _letters(line.text) for line in lines)
+    (title,) = TextReader(max_lines=1).read(screen)
+    assert "SONIC" in _letters(title.text) and "CHAOS" in _letters(title.text)
+
+
+def test_max_lines_must_be_positive():
+    with pytest.raises(ValueError, match="max_lines must be >= 1, got 0"):
+        TextReader(max_lines=0)
+
+
+def test_an_image_without_text_reads_nothing(reader):
+    assert reader.read(Image.new("RGB", SCREEN, BACKGROUND)) == []
+    ramp = np.linspace(0, 255, SCREEN[0], dtype=np.uint8)  # (W,) a smooth gradient
+    gradient = np.repeat(np.stack([ramp] * 3, axis=-1)[None], SCREEN[1], axis=0)  # (H, W, 3)
+    assert reader.read(gradient) == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"\x89PNG\r\n\x1a\n not really a PNG", np.zeros((4, 4), np.float32), "absent.png"],
+    ids=["empty", "corrupt", "float-array", "missing-file"],
+)
+def test_bad_input_raises_image_error(reader, bad, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "absent.png" is absent here
+    with pytest.raises(ImageError):
+        reader.read(bad)
+
+
+def test_an_image_over_max_pixels_is_refused(reader, title_screen):
+    with pytest.raises(ImageTooLarge):
+        reader.read(title_screen, max_pixels=SCREEN[0] * SCREEN[1] - 1)
+
+
+def test_lines_come_in_reading_order(reader, draw_screen):
+    screen = draw_screen([("CASTLE OF ILLUSION", 26, 60), ("STARRING MICKEY MOUSE", 20, 120)])
+    lines = reader.read(screen)
+    assert len(lines) == 2
+    assert "CASTLE" in _letters(lines[0].text) and "MICKEY" in _letters(lines[1].text)

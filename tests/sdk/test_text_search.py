@@ -1,0 +1,182 @@
+"""Titles as text: title_key's normalisation, clean_read's boilerplate filter, and TitleMatcher
+ranking games by noisy OCR reads of their names."""
+
+from __future__ import annotations
+
+import pytest
+
+from gamelab_caption.text_search import MIN_SCORE, TextMatch, TitleMatcher, clean_read
+from gamelab_caption.titles import title_key
+
+pytest.importorskip("rapidfuzz", reason="text matching needs rapidfuzz (the ocr extra)")
+
+NAMES = (  # game number = position
+    "Phantasy Star II (Japan)",
+    "Phantasy Star (USA, Europe)",
+    "Phantasy Star III - Generations of Doom (USA)",
+    "Castle of Illusion Starring Mickey Mouse (USA)",
+    "Alex Kidd in Miracle World (USA, Europe)",
+    "Alex Kidd - The Lost Stars (World)",
+    "Sonic the Hedgehog 2 (Europe)",
+    "Sonic the Hedgehog (USA, Europe)",
+    "Golvellius - Valley of Doom (USA, Europe)",
+    "Wonder Boy in Monster Land (USA, Europe)",
+    "Sonic Chaos (Europe)",
+    "NiGHTS into Dreams... (Japan)",
+)
+
+
+@pytest.fixture(scope="module")
+def matcher() -> TitleMatcher:
+    matcher = TitleMatcher()
+    for game, name in enumerate(NAMES):
+        matcher.add(game, name)
+    return matcher
+
+
+def _ranked(matcher: TitleMatcher, lines: list[str]) -> list[tuple[str, float]]:
+    matches = matcher.match(matcher.clean(lines))  # as search does: names' words are kept
+    ranked = sorted(matches.items(), key=lambda item: -item[1].score)
+    return [(NAMES[game], match.score) for game, match in ranked]
+
+
+@pytest.mark.parametrize(
+    ("title", "key"),
+    [
+        ("Phantasy Star II (Japan)", "phantasy star 2"),
+        ("PHANTASY STAR 2", "phantasy star 2"),
+        ("Final Fantasy VI", "final fantasy 6"),
+        ("Mega Man X (USA)", "mega man x"),  # "X" is a letter, not ten
+        ("Ninja, The (Europe)", "ninja"),
+        ("The Ninja", "ninja"),
+        (
+            "Legend of Zelda, The - A Link to the Past (USA) [!]",
+            "legend of zelda a link to the past",
+        ),
+        (
+            "Flintstones, The - The Rescue of Dino & Hoppy",
+            "flintstones the rescue of dino and hoppy",
+        ),
+        ("Alex Kidd in Miracle World (USA, Europe) (Rev 1)", "alex kidd in miracle world"),
+        ("Kirby's Adventure [b1]", "kirbys adventure"),
+        ("Pokémon Pinball", "pokemon pinball"),
+        ("Astérix (Europe) (En,Fr,De)", "asterix"),
+        ("Dragon, Andromeda", "dragon andromeda"),  # "An" starts a word here: not moved
+        ("ソニック", ""),  # no Latin letters: nothing left (catalog.py keeps the name)
+    ],
+)
+def test_title_key_normalises_titles(title, key):
+    assert title_key(title) == key
+
+
+def test_title_key_makes_releases_and_reads_of_one_title_equal():
+    assert title_key("Phantasy Star II (Japan)") == title_key("PHANTASY STAR 2")
+    assert title_key("Ninja, The (USA)") == title_key("The Ninja (Europe) [!]")
+    assert title_key("Astérix") == title_key("ASTERIX")
+    assert title_key("Phantasy Star II") != title_key("Phantasy Star III")
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        (["SONIC CHAOS", "PUSH START BUTTON", "©SEGA 1989"], "sonic chaos"),
+        (["PRESS START", "© 1991 SEGA ENTERPRISES LTD.", "ALL RIGHTS RESERVED"], ""),
+        (["PUSH STAPT EUTTON", "GOLVELLIUS", "CSEGA1988"], "golvellius"),  # misread boilerplate
+        (["PRESSSTARTBUTTON", "PUSH1", "SEGA1993", "TM"], ""),  # run together, as OCR gives it
+        (["LICENSED BY SEGA ENTERPRISES LTD"], ""),
+        (["STREETS OF RAGE 2"], "streets rage 2"),  # a sequel number stays, a year goes
+        (["WONDER BOY", "IN MONSTER LAND", "© SEGA 1988"], "wonder boy in monster land"),
+        (["1P START", "2P START"], ""),
+    ],
+)
+def test_clean_read_keeps_title_words_and_drops_boilerplate(lines, words):
+    assert clean_read(lines) == words
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["PHANTASY STAR 2"], "Phantasy Star II (Japan)"),
+        (["phantasy star II"], "Phantasy Star II (Japan)"),
+        (["MICKEY MOUSE CASTLE OF LLUSION"], "Castle of Illusion Starring Mickey Mouse (USA)"),
+        (["ALEX IN MIRACLE WORLD PUSH START BUTTON"], "Alex Kidd in Miracle World (USA, Europe)"),
+        (["ALEX KIDD THE LOST STARS"], "Alex Kidd - The Lost Stars (World)"),
+        (["SONIC THE HEDGEHOG 2"], "Sonic the Hedgehog 2 (Europe)"),
+        (["SONIC THE HEDGEHOG", "PRESS START BUTTON"], "Sonic the Hedgehog (USA, Europe)"),
+        (["GOLVELLIUS"], "Golvellius - Valley of Doom (USA, Europe)"),
+        (
+            ["WONDER BOY", "IN MONSTER LAND", "© SEGA 1988"],
+            "Wonder Boy in Monster Land (USA, Europe)",
+        ),
+    ],
+)
+def test_noisy_reads_rank_the_right_game_first(matcher, lines, expected):
+    ranked = _ranked(matcher, lines)
+    assert ranked and ranked[0][0] == expected
+    assert all(MIN_SCORE <= score <= 1.0 for _, score in ranked)
+
+
+def test_sequel_numbers_separate_phantasy_star_from_its_sequels(matcher):
+    first, second, third = NAMES[1], NAMES[0], NAMES[2]
+    for lines, expected in [
+        (["PHANTASY STAR"], first),
+        (["PHANTASY STAR 2"], second),
+        (["PHANTASY STAR III"], third),
+    ]:
+        ranked = dict(_ranked(matcher, lines))
+        others = {first, second, third} - {expected}
+        assert all(ranked[expected] > ranked.get(other, 0.0) for other in others), lines
+
+
+def test_a_match_says_what_was_read_and_what_it_matched(matcher):
+    matches = matcher.match(clean_read(["GOLVELLIUS", "PUSH START BUTTON"]))
+    assert list(matches) == [8]
+    assert matches[8] == TextMatch(matches[8].score, "golvellius", NAMES[8], "name")
+    assert MIN_SCORE <= matches[8].score <= 1.0
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [["PUSH START BUTTON", "©SEGA 1989"], ["ZQXV WKPJ"], ["AB"], []],
+    ids=["boilerplate", "unrelated", "too-short", "nothing"],
+)
+def test_a_read_that_names_no_game_matches_nothing(matcher, lines):
+    assert matcher.match(clean_read(lines)) == {}
+
+
+def test_match_returns_at_most_limit_games(matcher):
+    read = clean_read(["PHANTASY STAR"])
+    assert len(matcher.match(read)) >= 3
+    assert list(matcher.match(read, limit=1)) == [1]
+
+
+def test_text_read_in_catalogue_images_is_matched_with_its_kind():
+    matcher = TitleMatcher()
+    matcher.add(0, "Sonic Chaos (Europe)")
+    matcher.add(1, "Sonic the Hedgehog (USA, Europe)")
+    # OCR of a pixel font often drops spaces; the game's own title screen carries the same
+    # logo, so its read (made at index time) matches the query's
+    matcher.add(0, "SONICCHAOS PUSHSTARTBUTTON", "title_screen")
+    size = len(matcher)
+    matcher.add(0, "SONICCHAOS PUSHSTARTBUTTON", "title_screen")  # the same text again
+    matcher.add(1, "PUSH START BUTTON ©SEGA 1991", "title_screen")  # only boilerplate
+    matcher.add(1, "Ab", "name")  # too short to tell games apart
+    assert len(matcher) == size == 3
+    matches = matcher.match(matcher.clean(["SONICCHAOS", "PUSHSTARTBUTTON"]))
+    assert max(matches, key=lambda game: matches[game].score) == 0
+    assert matches[0].score == 1.0 and matches[0].score > matches.get(1, matches[0]).score - 1
+    # the title screen's read alone finds the game too
+    reads = TitleMatcher()
+    reads.add(0, "SONICCHAOS PUSHSTARTBUTTON", "title_screen")
+    reads.add(1, "Sonic the Hedgehog (USA, Europe)")
+    found = reads.match(reads.clean(["SONICCHAOS", "PUSH START"]))
+    assert max(found, key=lambda game: found[game].score) == 0
+    assert (found[0].source, found[0].matched) == ("title_screen", "SONICCHAOS PUSHSTARTBUTTON")
+
+
+def test_a_title_word_that_looks_like_boilerplate_still_matches(matcher):
+    assert [name for name, _ in _ranked(matcher, ["NIGHTS"])][:1] == [NAMES[11]]
+
+
+def test_a_read_with_its_spaces_dropped_matches_the_name(matcher):
+    assert [name for name, _ in _ranked(matcher, ["SONICCHAOS"])][:1] == [NAMES[10]]
