@@ -28,6 +28,7 @@ _RESIZE_FILTERS = {
 }
 _BACKGROUND = (255, 255, 255)
 
+_ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 ImageInput = str | os.PathLike | bytes | IO[bytes] | Image.Image | np.ndarray
 
 
@@ -174,7 +175,10 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         pass
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        # exif_transpose copies even when there is nothing to turn: a 50 MP image passed
+        # on (server -> captioner -> index -> OCR) would be copied at every step.
+        if image.getexif().get(_ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
         return _to_rgb(image)
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"Image {_describe(source)} is corrupt or truncated: {error}") from None

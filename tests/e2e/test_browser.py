@@ -26,8 +26,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from gamelab_caption.server.app import create_app  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+# Found on PATH, as .ci/run looks for them (`command -v`): Debian's packages, or any other.
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -68,10 +69,11 @@ def server_url(captioner, game_index):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if shutil.which(path) is None]
+    found = {"chromium": CHROMIUM, "chromedriver": CHROMEDRIVER}
+    missing = [name for name, path in found.items() if path is None]
     if missing:
         pytest.skip(
-            f"{' and '.join(missing)} not found: apt-get install -y chromium chromium-driver"
+            f"{' and '.join(missing)} not on PATH: apt-get install -y chromium chromium-driver"
         )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -128,6 +130,9 @@ def test_upload_shows_caption_heatmap_and_games(browser, server_url, image_files
     _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#games .game"), "no games")
     names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#games .game-name")]
     assert names[0] == "Red Game"
+    why = browser.find_element(By.CSS_SELECTOR, "#games .game-why").text
+    assert why.startswith("Looks like its cover"), why  # the page says why it matched
+    assert "confidence" in browser.find_element(By.CSS_SELECTOR, "#games .game-meta").text
     cover_loaded = "return document.querySelector('#games img').naturalWidth"
     _wait(browser, lambda: browser.execute_script(cover_loaded) > 0, "the cover did not load")
     heatmap = browser.find_element(By.ID, "heatmap")

@@ -217,7 +217,47 @@ def test_search_returns_the_caption_and_the_best_games(search_client):
     assert len(body["games"]) == 2
     best = body["games"][0]
     assert (best["name"], best["platform"]) == ("Red Game", "snes")
+    assert 0 < best["score"] <= 1  # a confidence (rounded to 4 places)
+    image = best["evidence"][0]
+    assert (image["source"], image["kind"]) == ("image", "cover") and image["score"] > 0.99
+    assert best["reason"].startswith("looks like its cover")
     assert "search" in body["timings_ms"]
+
+
+def test_search_says_which_text_matched(tmp_path):
+    """A title screen in the catalogue; the upload another screen of that title: the text
+    read (OCR) and the name it matched come back as evidence, for the page to show."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="reading text needs the ocr extra")
+    from PIL import ImageDraw, ImageFont
+
+    from gamelab_caption import Captioner
+    from gamelab_caption.catalog import CatalogEntry
+    from gamelab_caption.media import MediaImage
+    from gamelab_caption.search import GameIndex
+
+    screen = Image.new("RGB", (320, 224), (10, 10, 40))
+    ImageDraw.Draw(screen).text(
+        (30, 80), "GOLVELLIUS", fill="white", font=ImageFont.load_default(40)
+    )
+    path = tmp_path / "title.png"
+    screen.save(path)
+    entries = [
+        CatalogEntry("golvellius", "Golvellius (USA)", (MediaImage(str(path), "title_screen"),)),
+        CatalogEntry("other", "Other Game", (str(tmp_path / "title.png"),)),
+    ]
+    shipped = Captioner()  # the tiny test model finds every image alike, and so sure of it
+    index = GameIndex.build(entries, captioner=shipped, progress=False, read_text=True)
+    upload = Image.new("RGB", (320, 224), (120, 20, 20))  # another screen of the same title
+    ImageDraw.Draw(upload).text(
+        (60, 120), "GOLVELLIUS", fill="yellow", font=ImageFont.load_default(36)
+    )
+    data = io.BytesIO()
+    upload.save(data, format="PNG")
+    with TestClient(create_app(shipped, index, workers=1)) as client:
+        games = client.post("/v1/search", **_form(data.getvalue())).json()["games"]
+    text = [item for item in games[0]["evidence"] if item["source"] == "text"]
+    assert games[0]["game_id"] == "golvellius"
+    assert text and "golvellius" in text[0]["read"] and text[0]["kind"] in ("name", "title_screen")
 
 
 def test_covers_are_served_by_hit_id_only(search_client, game_index):

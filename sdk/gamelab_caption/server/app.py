@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
@@ -31,19 +32,26 @@ from ..version import __version__
 from .inference import Analysis, analyse
 from .pool import InferencePool, PoolFull, available_cores
 from .schemas import CaptionResponse, ErrorResponse, Health, SearchResponse
-from .uploads import FORM_FIELD, read_image
+from .uploads import FORM_FIELD, BufferBudget, booking, read_image
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 DEFAULT_QUEUE_SIZE = 32  # per worker pool; at ~20-100 ms a request this is ~1 s of waiting
+BUFFERED_UPLOADS = 4  # default budget of bodies held at once, in largest uploads (40 MiB)
 MAX_BEAM_SIZE = 10
 MAX_K = 50
 RETRY_AFTER_S = 1
 MAX_COVERS = 10_000  # cover paths remembered from recent hits, oldest forgotten first
 STATIC = Path(str(resources.files(__package__) / "static"))
-# Catalogue fields that hold server file paths: never sent to clients.
-_PRIVATE_METADATA = frozenset({"path", "image", "images", "thumbnail", "marquee", "video"})
+# Catalogue fields sent to clients: an allowlist, since catalogues hold file paths and
+# whatever else a scraper wrote (paths, hashes, play counts) under names nobody can foresee.
+PUBLIC_METADATA = frozenset(
+    {"description", "genre", "developer", "publisher", "releasedate", "players", "rating",
+     "region", "lang", "family", "year"}
+)  # fmt: skip
+# What /v1/covers serves: files whose first bytes say they are one of these formats.
+_COVER_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 _SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -98,6 +106,24 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _image_type(path: str) -> str | None:
+    """The content type of an image file, or None for anything else.
+
+    Paths come from the game index, and an index file is input: a crafted one may name
+    /etc/passwd as a cover. Only a regular file that Pillow recognises, from its header, as
+    one of _COVER_TYPES is served, with that type.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        with Image.open(path) as image:  # reads the header only
+            return _COVER_TYPES.get(image.format)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def _finite(score: float) -> float | None:
     return round(score, 4) if math.isfinite(score) else None  # JSON has no -Infinity
 
@@ -113,34 +139,50 @@ def _attention(result: CaptionResult, grid: tuple[int, int]) -> dict:
     }
 
 
+def _busy(why: str) -> HTTPException:
+    return HTTPException(
+        503,
+        f"The server is busy: {why}, retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 class _Service:
     """The state behind the routes: the models, the pool, the limits, the cover paths."""
 
-    def __init__(self, captioner, index, pool, max_upload_bytes):
+    def __init__(self, captioner, index, pool, max_upload_bytes, buffers):
         self.captioner = captioner
         self.index = index
         self.pool = pool
         self.max_upload_bytes = max_upload_bytes
+        self.buffers = buffers
         self.covers: OrderedDict[str, str] = OrderedDict()  # game_id -> catalogue image
 
     async def analyse(self, request: Request, *, search: bool, **options) -> dict:
         start = time.perf_counter()
-        data = await read_image(request, self.max_upload_bytes)
-        queued = time.perf_counter()
-        index = self.index if search else None
+        # A slot and the bytes of the body are booked before a byte of it is read: a full
+        # server refuses at once instead of buffering uploads it will refuse anyway, and the
+        # bodies held in memory (read, queued or decoding) never pass the budget together.
         try:
-            work = functools.partial(analyse, self.captioner, data, index=index, **options)
-            analysis: Analysis = await self.pool.run(work)
+            reservation = self.pool.reserve()
         except PoolFull:
-            raise HTTPException(
-                503,
-                "The server is busy: every inference slot is taken, retry shortly",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
-        except ImageTooLarge as error:
-            raise HTTPException(413, str(error)) from None
-        except ImageError as error:
-            raise HTTPException(415, str(error)) from None
+            raise _busy("every inference slot is taken") from None
+        with reservation:
+            size = booking(request, self.max_upload_bytes)
+            if not self.buffers.book(size):
+                raise _busy("too many uploads are in memory")
+            try:  # the bytes stay booked until the worker is done with them
+                data = await read_image(request, self.max_upload_bytes)
+                queued = time.perf_counter()
+                index = self.index if search else None
+                work = functools.partial(analyse, self.captioner, data, index=index, **options)
+                analysis: Analysis = await reservation.run(work)
+            except ImageTooLarge as error:
+                raise HTTPException(413, str(error)) from None
+            except ImageError as error:
+                raise HTTPException(415, str(error)) from None
+            finally:
+                self.buffers.free(size)
         done = time.perf_counter()
         timings = {"queue": round((done - queued) * 1000 - sum(analysis.timings_ms.values()), 2)}
         timings.update(analysis.timings_ms)
@@ -163,19 +205,30 @@ class _Service:
 
     def _game(self, hit) -> dict:
         cover_url = None
-        if hit.image and Path(hit.image).is_file():
+        if hit.image and _image_type(hit.image) is not None:
             self.covers[hit.game_id] = str(hit.image)
             self.covers.move_to_end(hit.game_id)
             while len(self.covers) > MAX_COVERS:
                 self.covers.popitem(last=False)
             cover_url = f"/v1/covers?game_id={quote(hit.game_id, safe='')}"
-        metadata = {k: v for k, v in (hit.metadata or {}).items() if k not in _PRIVATE_METADATA}
+        metadata = {k: v for k, v in (hit.metadata or {}).items() if k in PUBLIC_METADATA}
         return {
             "game_id": hit.game_id,
             "name": hit.name,
             "score": round(float(hit.score), 4),
             "platform": hit.platform,
             "cover_url": cover_url,
+            "reason": hit.reason,
+            "evidence": [
+                {
+                    "source": item.source,
+                    "score": round(float(item.score), 4),
+                    "kind": item.kind,
+                    "read": item.read,
+                    "matched": item.matched,
+                }
+                for item in hit.evidence
+            ],
             "metadata": metadata,
         }
 
@@ -187,6 +240,7 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     workers: int | None = None,
     queue_size: int = DEFAULT_QUEUE_SIZE,
+    max_buffered_bytes: int | None = None,
 ) -> FastAPI:
     """Build the app: the API under /v1, /healthz, /docs, and the upload page at /.
 
@@ -196,6 +250,8 @@ def create_app(
         max_upload_bytes: larger uploads get 413.
         workers: inference threads; default the cores this process may use.
         queue_size: requests waiting beyond those running; more get 503.
+        max_buffered_bytes: bytes all request bodies being received may hold together;
+            more get 503. Default BUFFERED_UPLOADS uploads of the largest size.
 
     Raises:
         ValueError: a limit is out of range.
@@ -205,7 +261,8 @@ def create_app(
     if captioner is None:
         captioner = Captioner(threads=1)
     pool = InferencePool(workers or available_cores(), queue_size)
-    service = _Service(captioner, index, pool, max_upload_bytes)
+    buffers = BufferBudget(max_buffered_bytes or BUFFERED_UPLOADS * max_upload_bytes)
+    service = _Service(captioner, index, pool, max_upload_bytes, buffers)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -273,9 +330,10 @@ def create_app(
     async def cover(game_id: str = Query(..., max_length=512)) -> FileResponse:
         """The catalogue image of a game returned by a search (only those)."""
         path = service.covers.get(game_id)
-        if path is None or not Path(path).is_file():
+        media_type = _image_type(path) if path is not None else None
+        if media_type is None:
             raise HTTPException(404, f"No cover for game {game_id!r} among recent results")
-        return FileResponse(path, headers={"Cache-Control": "max-age=3600"})
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict:
@@ -288,6 +346,7 @@ def create_app(
             "capacity": pool.capacity,
             "in_flight": pool.in_use,
             "max_upload_bytes": max_upload_bytes,
+            "max_pixels": captioner.max_pixels,
         }
 
     @app.get("/", include_in_schema=False)

@@ -45,7 +45,8 @@ def analyse(
 ) -> Analysis:
     """Caption the uploaded image and, given a game index, find its ``k`` best games.
 
-    The image is decoded once and the same RGB image goes to the captioner and the index.
+    The image is decoded once and the same RGB image goes to the captioner and the index
+    (``load_image`` passes a decoded image on without copying it).
 
     Raises:
         ImageTooLarge: more pixels than ``captioner.max_pixels``.

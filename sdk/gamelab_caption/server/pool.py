@@ -56,8 +56,8 @@ class InferencePool:
         """Calls running or waiting now."""
         return self._in_use
 
-    def submit(self, function: Callable[..., T], *args) -> Future[T]:
-        """Queue ``function(*args)``; the slot is freed when it finishes, even if nobody waits.
+    def reserve(self) -> Reservation:
+        """Take a slot now, for a call submitted later (after reading its upload, say).
 
         Raises:
             PoolFull: no free slot.
@@ -66,13 +66,15 @@ class InferencePool:
             raise PoolFull(f"all {self.capacity} inference slots are taken")
         with self._lock:
             self._in_use += 1
-        try:
-            future = self._executor.submit(function, *args)
-        except BaseException:
-            self._release(None)
-            raise
-        future.add_done_callback(self._release)
-        return future
+        return Reservation(self)
+
+    def submit(self, function: Callable[..., T], *args) -> Future[T]:
+        """Queue ``function(*args)``; the slot is freed when it finishes, even if nobody waits.
+
+        Raises:
+            PoolFull: no free slot.
+        """
+        return self.reserve().submit(function, *args)
 
     async def run(self, function: Callable[..., T], *args) -> T:
         """``submit`` and await the result from the event loop."""
@@ -86,3 +88,42 @@ class InferencePool:
         with self._lock:
             self._in_use -= 1
         self._slots.release()
+
+
+class Reservation:
+    """A slot taken by ``InferencePool.reserve``: used by one ``submit``, else released.
+
+    Use it as a context manager: leaving the block without submitting frees the slot.
+    """
+
+    def __init__(self, pool: InferencePool):
+        self._pool = pool
+        self._done = False
+
+    def submit(self, function: Callable[..., T], *args) -> Future[T]:
+        """Queue ``function(*args)`` in this slot; the slot is freed when it finishes."""
+        if self._done:
+            raise RuntimeError("this reservation was already used or released")
+        self._done = True
+        try:
+            future = self._pool._executor.submit(function, *args)
+        except BaseException:
+            self._pool._release(None)
+            raise
+        future.add_done_callback(self._pool._release)
+        return future
+
+    async def run(self, function: Callable[..., T], *args) -> T:
+        return await asyncio.wrap_future(self.submit(function, *args))
+
+    def release(self) -> None:
+        """Free the slot unless a call took it."""
+        if not self._done:
+            self._done = True
+            self._pool._release(None)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.release()

@@ -3,6 +3,12 @@
 The limit is enforced while the body streams in (a declared ``Content-Length`` is refused up
 front, a chunked body as soon as it passes the limit), so a huge upload costs the server at
 most ``max_bytes`` plus a little, not the upload's size. Decoding happens later, in a worker.
+
+Across requests, ``BufferBudget`` bounds the bytes all bodies in memory hold together: a
+request books what it may receive (its declared length, else the limit) before reading a
+byte and keeps it until its inference is done, and is refused with 503 when the budget
+cannot cover it; otherwise many clients sending large bodies at once would each hold up to
+the limit.
 """
 
 from __future__ import annotations
@@ -25,6 +31,40 @@ USAGE = (
 
 class UploadTooLarge(Exception):
     """The body passed the limit while streaming in."""
+
+
+class BufferBudget:
+    """Bytes that request bodies may hold in memory at once, booked before reading.
+
+    Used from the event loop only (one thread), so plain counters are enough.
+
+    Args:
+        total: the budget in bytes (>= the largest single booking, or nothing is ever read).
+    """
+
+    def __init__(self, total: int):
+        if total < 1:
+            raise ValueError(f"the upload buffer budget must be >= 1 byte, got {total}")
+        self.total = total
+        self.booked = 0
+
+    def book(self, size: int) -> bool:
+        """Book ``size`` bytes; False (nothing booked) when the budget cannot cover them."""
+        if self.booked + size > self.total:
+            return False
+        self.booked += size
+        return True
+
+    def free(self, size: int) -> None:
+        self.booked -= size
+
+
+def booking(request: Request, max_bytes: int) -> int:
+    """The bytes to book for a request's body: its declared length, else the most accepted."""
+    content_type = request.headers.get("content-type", "").lower()
+    limit = max_bytes + (FORM_OVERHEAD if content_type.startswith(_FORM_TYPES) else 0)
+    declared = request.headers.get("content-length", "")
+    return min(int(declared), limit) if declared.isdigit() else limit
 
 
 def _too_large(max_bytes: int) -> HTTPException:

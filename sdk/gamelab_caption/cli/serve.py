@@ -7,36 +7,27 @@ without the ``serve`` extra and says how to install it when ``serve`` is asked f
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..bundle import DEFAULT_MODEL
 from ..captioner import Captioner
 from ..errors import BundleError
+from .arguments import PROG as MAIN_PROG
+from .arguments import at_least, error
 
-PROG = "gamelab-caption serve"
+PROG = f"{MAIN_PROG} serve"
 INSTALL_HINT = "pip install 'gamelab-caption-sdk[serve]'"
 _SERVE_MODULES = {"fastapi", "starlette", "pydantic", "uvicorn", "python_multipart"}
 CONNECTION_LIMIT = 256  # open connections; uvicorn answers 503 itself beyond this
 
 
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _build_parser(default_queue: int, default_upload: int) -> argparse.ArgumentParser:
+def build_parser(default_queue: int, default_upload: int) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Serve the caption API and the upload page over HTTP."
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
-    parser.add_argument("--port", type=_at_least(0), default=8000, help="(default: %(default)s)")
+    parser.add_argument("--port", type=at_least(0), default=8000, help="(default: %(default)s)")
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -45,34 +36,35 @@ def _build_parser(default_queue: int, default_upload: int) -> argparse.ArgumentP
     parser.add_argument("--index", default=None, help="a saved game index for /v1/search")
     parser.add_argument(
         "--workers",
-        type=_at_least(1),
+        type=at_least(1),
         default=None,
         help="inference threads (default: the cores this process may use)",
     )
     parser.add_argument(
         "--threads",
-        type=_at_least(1),
+        type=at_least(1),
         default=1,
         help="ONNX Runtime threads per inference (default: 1, as the workers fill the cores)",
     )
     parser.add_argument(
         "--queue-size",
-        type=_at_least(0),
+        type=at_least(0),
         default=default_queue,
         help="requests waiting for a worker before 503 (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-pixels",
+        type=at_least(1),
+        default=None,
+        help="largest image in pixels, checked before decoding (default: the SDK's, 50 MP)",
+    )
+    parser.add_argument(
         "--max-upload-mb",
-        type=_at_least(1),
+        type=at_least(1),
         default=default_upload // 2**20,
         help="largest upload in MiB (default: %(default)s)",
     )
     return parser
-
-
-def _error(message: object) -> int:
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return 2
 
 
 def main(argv: list[str]) -> int:
@@ -80,25 +72,28 @@ def main(argv: list[str]) -> int:
     try:
         import uvicorn
 
-        from .app import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE_SIZE, create_app
-    except ModuleNotFoundError as error:
-        if error.name not in _SERVE_MODULES:
+        from ..server.app import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE_SIZE, create_app
+    except ModuleNotFoundError as missing:
+        if missing.name not in _SERVE_MODULES:
             raise
-        return _error(f"{error.name} is not installed; install the server with: {INSTALL_HINT}")
-    parser = _build_parser(DEFAULT_QUEUE_SIZE, DEFAULT_MAX_UPLOAD_BYTES)
+        return error(
+            f"{missing.name} is not installed; install the server with: {INSTALL_HINT}", PROG
+        )
+    parser = build_parser(DEFAULT_QUEUE_SIZE, DEFAULT_MAX_UPLOAD_BYTES)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits on --help and usage errors
         return int(exit_.code or 0)
     try:
-        captioner = Captioner(args.model, threads=args.threads)
+        limits = {} if args.max_pixels is None else {"max_pixels": args.max_pixels}
+        captioner = Captioner(args.model, threads=args.threads, **limits)
         index = None
         if args.index is not None:
             from ..search import GameIndex
 
             index = GameIndex.load(args.index, captioner=captioner)  # one set of sessions
-    except (BundleError, ValueError, OSError) as error:
-        return _error(error)
+    except (BundleError, ValueError, OSError) as problem:
+        return error(problem, PROG)
     app = create_app(
         captioner,
         index,

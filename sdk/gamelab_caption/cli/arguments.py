@@ -1,0 +1,39 @@
+"""What every ``gamelab-caption`` subcommand shares: the program name, argument types, errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..bundle import DEFAULT_MODEL
+
+PROG = "gamelab-caption"
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive = at_least(1)
+
+
+def error(message: object, prog: str = PROG) -> int:
+    """Print ``prog: error: message`` on one line to stderr; returns the usage exit code, 2."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def model_parser(command: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand's parser with the options every model-loading command takes."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} {command}", description=description)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or folder")
+    parser.add_argument("--threads", type=positive, default=None, help="ONNX Runtime threads")
+    return parser

@@ -1,0 +1,96 @@
+"""``gamelab-caption IMAGE...``: caption image files, printed as they are made."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from ..bundle import DEFAULT_MODEL, bundled_models
+from ..captioner import BATCH_SIZE, Captioner, CaptionResult
+from ..errors import BundleError
+from ..version import __version__
+from .arguments import PROG, error, positive
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Caption images with an ONNX model bundle."
+    )
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files to caption")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"bundled model name or bundle folder (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--beam", type=positive, default=3, help="beam size; 1 is greedy")
+    parser.add_argument(
+        "--max-length",
+        type=positive,
+        default=None,
+        help="most words per caption (default: from the bundle)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive,
+        default=None,
+        help="ONNX Runtime intra-op threads (default: chosen by ONNX Runtime)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print JSON lines {"image", "caption", "score", "alternatives"}',
+    )
+    parser.add_argument("--list-models", action="store_true", help="list bundled models")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return parser
+
+
+def _finite(score: float) -> float | None:
+    return score if math.isfinite(score) else None  # JSON has no -Infinity
+
+
+def _format(path: str, result: CaptionResult, as_json: bool) -> str:
+    if not as_json:
+        return f"{path}\t{result.text}"
+    return json.dumps(
+        {
+            "image": path,
+            "caption": result.text,
+            "score": _finite(result.score),
+            "alternatives": [
+                {"caption": text, "score": _finite(score)} for text, score in result.alternatives
+            ],
+        }
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Caption the images; returns the exit code (0 ok, 1 some image failed, 2 usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.images and not args.list_models:
+            parser.error("give at least one IMAGE, or --list-models")
+    except SystemExit as exit_:  # argparse exits on --help, --version and usage errors
+        return int(exit_.code or 0)
+    if args.list_models:
+        for name in bundled_models():
+            print(name)
+        return 0
+    try:
+        captioner = Captioner(args.model, threads=args.threads)
+    except (BundleError, ValueError) as problem:
+        return error(problem)
+    failed = False
+    # One caption_batch chunk at a time, so captions print as they are made.
+    for start in range(0, len(args.images), BATCH_SIZE):
+        paths = args.images[start : start + BATCH_SIZE]
+        results = captioner.caption_batch(paths, beam_size=args.beam, max_length=args.max_length)
+        for path, result in zip(paths, results, strict=True):
+            if result.error is not None:
+                failed = True
+                error(f"{path}: {result.error}")
+            else:
+                print(_format(path, result, args.json), flush=True)
+    return 1 if failed else 0
