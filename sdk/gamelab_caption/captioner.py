@@ -54,6 +54,9 @@ class DecodeOptions:
             dev split).
         return_attention: fill ``CaptionResult.attention`` with (steps, grid_h, grid_w)
             attention weights.
+        early_stopping: stop an image once ``beam_size`` captions have finished (default;
+            what the bundles' length penalties were tuned with); False searches on while a
+            live beam could still win after length normalisation (see ``beam_search``).
 
     Raises:
         ValueError: ``beam_size`` or ``max_length`` is below 1, or ``length_penalty`` is
@@ -64,6 +67,7 @@ class DecodeOptions:
     max_length: int | None = None
     length_penalty: float | None = None
     return_attention: bool = False
+    early_stopping: bool = True
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -196,6 +200,7 @@ class Captioner:
         max_length: int | None = None,
         return_attention: bool = False,
         length_penalty: float | None = None,
+        early_stopping: bool = True,
     ) -> CaptionResult:
         """Caption one image.
 
@@ -206,6 +211,7 @@ class Captioner:
             return_attention: fill ``result.attention`` with (steps, grid_h, grid_w) weights.
             length_penalty: alpha in ``score = log_prob / length ** alpha``; default from the
                 bundle (tuned on the dev split); 0 ranks by log-probability alone.
+            early_stopping: see ``DecodeOptions``.
 
         Raises:
             ImageError: the image is unusable.
@@ -216,6 +222,7 @@ class Captioner:
             max_length=max_length,
             length_penalty=length_penalty,
             return_attention=return_attention,
+            early_stopping=early_stopping,
         ).with_defaults(self.bundle)
         pixels = preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels)
         return self._caption_pixels(pixels[None], options)[0]
@@ -228,6 +235,7 @@ class Captioner:
         max_length: int | None = None,
         return_attention: bool = False,
         length_penalty: float | None = None,
+        early_stopping: bool = True,
         strict: bool = False,
     ) -> list[CaptionResult]:
         """Caption many images, ``BATCH_SIZE`` at a time: per chunk one batched encoder run
@@ -245,6 +253,7 @@ class Captioner:
             max_length=max_length,
             length_penalty=length_penalty,
             return_attention=return_attention,
+            early_stopping=early_stopping,
         ).with_defaults(self.bundle)
         results: list[CaptionResult] = []
         for start in range(0, len(images), BATCH_SIZE):
@@ -305,6 +314,7 @@ class Captioner:
             length_penalty=options.length_penalty,
             suppress_ids=vocabulary.never_generated,
             keep_attention=options.return_attention,
+            early_stopping=options.early_stopping,
         )
         return [self._to_result(h, options.return_attention) for h in hypotheses]
 

@@ -165,16 +165,33 @@ def _counting(step):
 
 def test_two_finished_words_do_not_stop_a_better_live_caption():
     [hypotheses] = _search(
-        _first_order_step(LATE_WINNER), beam_size=2, max_length=3, length_penalty=1.0
+        _first_order_step(LATE_WINNER),
+        beam_size=2,
+        max_length=3,
+        length_penalty=1.0,
+        early_stopping=False,
     )
     assert [h.tokens for h in hypotheses] == [(A, X), (A,)]
     assert [h.score for h in hypotheses] == pytest.approx([-0.5727, -0.6547], abs=1e-4)
 
 
+def test_early_stopping_by_default_keeps_the_first_k_finished():
+    """The default, as the bundles' length penalties were tuned: stop once K finished."""
+    step = _counting(_first_order_step(LATE_WINNER))
+    [hypotheses] = _search(step, beam_size=2, max_length=8, length_penalty=1.0)
+    assert [h.tokens for h in hypotheses] == [(A,), (B,)]
+    assert [h.score for h in hypotheses] == pytest.approx([-0.6547, -0.6735], abs=1e-4)
+    assert step.calls == 2
+
+
 @pytest.mark.parametrize("max_length", [3, 4, 5, 8])
 def test_search_goes_on_while_a_live_beam_can_beat_the_finished_ones(max_length):
     [hypotheses] = _search(
-        _first_order_step(LATE_WINNER), beam_size=2, max_length=max_length, length_penalty=1.0
+        _first_order_step(LATE_WINNER),
+        beam_size=2,
+        max_length=max_length,
+        length_penalty=1.0,
+        early_stopping=False,
     )
     table = np.broadcast_to(LATE_WINNER, (VOCAB, VOCAB, VOCAB))
     expected = _exhaustive(table, max_length, length_penalty=1.0)[:2]
@@ -188,7 +205,7 @@ def test_search_stops_once_no_live_beam_can_beat_the_finished_ones(length_penalt
     # finished "B" (0.26) after step 2. With one, "B Y A X <end>" wins at step 5 and nothing
     # live can beat the second best after step 6, two steps before max_length.
     step = _counting(_first_order_step(LATE_WINNER))
-    _search(step, beam_size=2, max_length=8, length_penalty=length_penalty)
+    _search(step, beam_size=2, max_length=8, length_penalty=length_penalty, early_stopping=False)
     assert step.calls == steps
 
 
