@@ -16,7 +16,9 @@ GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 _spec = importlib.util.spec_from_file_location("regenerate", GOLDEN_DIR / "regenerate.py")
 regenerate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(regenerate)
-GOLDEN = json.loads(regenerate.GOLDEN.read_text())
+RECORDED = json.loads(regenerate.GOLDEN.read_text())
+CPU = regenerate.cpu_class()
+GOLDEN = RECORDED.get(CPU, {})
 
 CASES = [
     (name, photo, beam)
@@ -27,8 +29,11 @@ CASES = [
 
 
 def test_every_shipped_bundle_has_golden_captions():
-    assert sorted(GOLDEN) == sorted(bundled_models())
-    assert all(set(GOLDEN[name]) == set(regenerate.PHOTOS) for name in GOLDEN)
+    for captions in RECORDED.values():
+        assert sorted(captions) == sorted(bundled_models())
+        assert all(set(captions[name]) == set(regenerate.PHOTOS) for name in captions)
+    if CPU not in RECORDED:
+        pytest.skip(f"golden captions not recorded for this CPU class ({CPU}): {sorted(RECORDED)}")
 
 
 @pytest.fixture(scope="module")
