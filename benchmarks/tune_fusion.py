@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -29,7 +28,9 @@ from gamelab_caption import Captioner, GameIndex  # noqa: E402
 from gamelab_caption import search as search_module  # noqa: E402
 
 TUNING_SEED = 7
-CANDIDATES = 30
+# every candidate search_embedding considers (its image and text proposals), whatever
+# the current weights rank first: otherwise the tuning would see only what they favour
+CANDIDATES = search_module.VISUAL_CANDIDATES + search_module.TEXT_CANDIDATES
 
 
 def _reads(index: GameIndex, queries, cache: Path) -> tuple[np.ndarray, list[list[str]]]:
@@ -74,14 +75,13 @@ GOALS = {"box_scan": 0.97, "box_photo": 0.95, "title_screen": 0.85, "screenshot"
 def _ranked(rows: list[dict], weights) -> list[list[tuple[float, str, bool]]]:
     """Per query: (rank score, game id, read) of its candidates, best first, as
     ``GameIndex.search`` ranks them (no text when the image gap is clear: no OCR)."""
-    text_weight, boost, sure_gap = weights
     ranked = []
     for q in rows:
         images = sorted((v for _, v, _, _ in q["candidates"]), reverse=True) + [-1.0, -1.0]
         gap = images[0] - images[1]
-        read = gap < sure_gap
+        read = gap < weights[2]  # search() runs no OCR below SURE_GAP
         scored = [
-            (v + read * t * (text_weight + boost * max(0.0, sure_gap - gap)), g, read and r)
+            (search_module.rank_score(v, t if read else 0.0, gap, weights), g, read and r)
             for g, v, t, r in q["candidates"]
         ]
         ranked.append(sorted(scored, key=lambda item: -item[0]))
@@ -162,8 +162,8 @@ def main() -> None:
     for q, ranked in zip(rows, _ranked(rows, best), strict=True):
         if ranked:
             lead = ranked[0][0] - ranked[1][0] if len(ranked) > 1 else 1.0
-            x = calibration @ [ranked[0][0], lead, ranked[0][2], 1.0]
-            tops.append((1 / (1 + math.exp(-x)), ranked[0][1] == q["answer"]))
+            chance = search_module.confidence(ranked[0][0], lead, ranked[0][2], calibration)
+            tops.append((chance, ranked[0][1] == q["answer"]))
     for low, high in ((0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)):
         inside = [right for chance, right in tops if low <= chance < high]
         if inside:

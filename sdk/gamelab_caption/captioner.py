@@ -217,13 +217,9 @@ class Captioner:
             ImageError: the image is unusable.
             ValueError: an option is out of range (see ``DecodeOptions``).
         """
-        options = DecodeOptions(
-            beam_size=beam_size,
-            max_length=max_length,
-            length_penalty=length_penalty,
-            return_attention=return_attention,
-            early_stopping=early_stopping,
-        ).with_defaults(self.bundle)
+        options = self._options(
+            beam_size, max_length, length_penalty, return_attention, early_stopping
+        )
         pixels = preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels)
         return self._caption_pixels(pixels[None], options)[0]
 
@@ -248,17 +244,23 @@ class Captioner:
         Raises:
             ValueError: an option is out of range (see ``DecodeOptions``), even for no images.
         """
-        options = DecodeOptions(
+        options = self._options(
+            beam_size, max_length, length_penalty, return_attention, early_stopping
+        )
+        results: list[CaptionResult] = []
+        for start in range(0, len(images), BATCH_SIZE):
+            results += self._caption_chunk(images[start : start + BATCH_SIZE], options, strict)
+        return results
+
+    def _options(self, beam_size, max_length, length_penalty, return_attention, early_stopping):
+        """The call's options, checked, with the bundle's values where they are None."""
+        return DecodeOptions(
             beam_size=beam_size,
             max_length=max_length,
             length_penalty=length_penalty,
             return_attention=return_attention,
             early_stopping=early_stopping,
         ).with_defaults(self.bundle)
-        results: list[CaptionResult] = []
-        for start in range(0, len(images), BATCH_SIZE):
-            results += self._caption_chunk(images[start : start + BATCH_SIZE], options, strict)
-        return results
 
     def _caption_chunk(
         self, images: Sequence[ImageInput], options: DecodeOptions, strict: bool

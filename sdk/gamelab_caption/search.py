@@ -171,17 +171,26 @@ def _progress_callback(progress: Progress, total: int):
     return lambda done, total: None, lambda: None
 
 
-def rank_score(visual: float, text: float, image_gap: float) -> float:
+def rank_score(
+    visual: float,
+    text: float,
+    image_gap: float,
+    weights: tuple[float, float, float] = (TEXT_WEIGHT, TEXT_BOOST, SURE_GAP),
+) -> float:
     """What games rank by: image similarity plus text similarity, the text weighing more as
     the query's image evidence gets ambiguous (``image_gap``: the best game's image
-    similarity minus the next game's)."""
-    return visual + text * (TEXT_WEIGHT + TEXT_BOOST * max(0.0, SURE_GAP - image_gap))
+    similarity minus the next game's). ``weights``: (TEXT_WEIGHT, TEXT_BOOST, SURE_GAP),
+    other values for tuning."""
+    text_weight, boost, sure_gap = weights
+    return visual + text * (text_weight + boost * max(0.0, sure_gap - image_gap))
 
 
-def confidence(score: float, lead: float, text_read: bool) -> float:
+def confidence(
+    score: float, lead: float, text_read: bool, calibration: Sequence[float] = CALIBRATION
+) -> float:
     """A ``rank_score`` and its ``lead`` over the best other game's as the chance 0..1 that
     the game is the answer (see CALIBRATION)."""
-    w_score, w_lead, w_read, bias = CALIBRATION
+    w_score, w_lead, w_read, bias = calibration
     logit = w_score * score + w_lead * lead + w_read * text_read + bias
     return 1.0 / (1.0 + math.exp(-logit))
 
