@@ -4,11 +4,12 @@ Run it when a bundle or the decoding changes, read the diff, and commit it with 
 
     python tests/golden/regenerate.py
 
-Captions are recorded per CPU class: ONNX Runtime's 4-bit MatMul kernel (accuracy level 4)
-quantises activations with other instructions where the CPU has VNNI (AVX512-VNNI,
-AVX-VNNI, AMX) than where it has not, and a few captions differ between the two (seen:
-the snow-scene test, 27/30 against 23/30). Running this on a machine of the other class adds
-its captions beside the recorded ones.
+Captions are recorded per CPU class: ONNX Runtime runs its INT8 kernels with other
+instructions where the CPU has VNNI (AVX512-VNNI, AVX-VNNI, AMX) than where it has not, so
+captions may differ between the two. (They did, widely, while the encoder had 8-bit weights,
+which overflow the non-VNNI kernels; with 7-bit weights they should not, but only the
+classes recorded here are checked.) Running this on a machine of the other class adds its
+captions beside the recorded ones.
 """
 
 from __future__ import annotations

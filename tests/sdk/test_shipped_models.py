@@ -79,9 +79,9 @@ def test_flickr8k_test_photos_get_the_word_all_their_references_use(
     assert len(images) >= 10
     results = default_captioner.caption_batch(images)
     hits = sum(bool(synonyms & set(r.tokens)) for r in results)
-    # Measured with the shipped default: dog 26/30, snow 27/30, water 10/12 on a CPU with
-    # VNNI; snow 23/30 without (the 4-bit kernel rounds differently, tests/golden/regenerate.py)
-    assert hits / len(images) >= 0.75, [r.text for r in results]
+    # Measured with the shipped default on a CPU without VNNI: dog 26/30, snow 28/30, water
+    # 10/12 (snow was 23/30 there while the encoder had 8-bit weights, 27/30 with VNNI).
+    assert hits / len(images) >= 0.8, [r.text for r in results]
 
 
 @pytest.mark.skipif(not FLICKR8K.is_dir(), reason=f"Flickr8k not found at {FLICKR8K}")
