@@ -1,8 +1,12 @@
-"""Shared fixtures of the benchmark suite: which runs, which images, how many threads.
+"""Shared fixtures of the benchmark suite: which bundles, which images, which thread settings.
 
-Every pipeline compared here reads the same Flickr8k test images, the same trained weights
-(one ``gamelab-export`` run folder each) and runs on the same number of threads, so their
-ratios mean something. Settings are environment variables, listed in benchmarks/README.md.
+Out of the box the suite measures the bundles shipped in the package (no training run needed);
+``GAMELAB_BENCH_RUNS`` adds the FP32 and INT8 bundles of ``gamelab-export`` run folders, whose
+trained weights the TensorFlow baselines then use too. Every pipeline reads the same Flickr8k
+test images. Speed benchmarks run at each thread setting (ONNX Runtime's and TensorFlow's
+default, 1, and the core count): the summary compares each side at its best and keeps the
+per-setting tables. Settings are environment variables, listed in benchmarks/README.md;
+``GAMELAB_BENCH_SMOKE=1`` shrinks every size so that CI runs the whole suite in minutes.
 
 At the end, the pytest-benchmark JSON (always written, default benchmarks/results/) is
 summarised by report.py into summary.json, summary.md and comparison.png beside it.
@@ -26,14 +30,28 @@ if TYPE_CHECKING:
     from gamelab_export.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
-# helper modules beside the benchmarks (bench_photos, recognition_data): importable by name
+# helper modules beside the benchmarks (bench_photos, recognition_data, tf_baseline)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-DEFAULT_RUNS = ("runs/inception_v3", "runs/efficientnet_lite0")  # those that exist are used
 DEFAULT_DATA = "../shared/data/flickr8k"
-MIN_ROUNDS = 3  # timed rounds per benchmark, at least
 BEAM_SIZES = (1, 3)
-PRECISIONS = ("fp32", "int8")
 CUDA = "CUDAExecutionProvider"
+DEFAULT_THREADS = "default"  # the runtime's own choice: what ``Captioner()`` users get
+SMOKE = os.environ.get("GAMELAB_BENCH_SMOKE") == "1"
+DEFAULT_OUTPUT = "benchmarks/results/smoke" if SMOKE else "benchmarks/results"
+MIN_ROUNDS = 1 if SMOKE else 3  # timed rounds per benchmark, at least
+# Smoke mode: the other benchmark files' own sizes, at their smallest (each can still be set).
+SMOKE_SIZES = {
+    "GAMELAB_BENCH_GAMES": "40",
+    "GAMELAB_BENCH_QUERIES": "5",
+    "GAMELAB_BENCH_LATENCY_ROUNDS": "5",
+    "GAMELAB_BENCH_RECOGNITION_GAMES": "8",
+    "GAMELAB_BENCH_RECOGNITION_QUERIES": "3",
+    "GAMELAB_BENCH_SECONDS": "3",
+    "GAMELAB_BENCH_CLIENTS": "2",
+}
+if SMOKE:
+    for _name, _value in SMOKE_SIZES.items():
+        os.environ.setdefault(_name, _value)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -47,6 +65,40 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
+def _thread_settings(raw: str) -> tuple[int | None, ...]:
+    """ "default,1,2" -> (None, 1, 2); None lets the runtime choose."""
+    settings: list[int | None] = []
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        if part == DEFAULT_THREADS:
+            value = None
+        elif part.isdigit() and int(part) >= 1:
+            value = int(part)
+        else:
+            raise pytest.UsageError(
+                f"GAMELAB_BENCH_THREADS={raw!r}: expected 'default' or counts >= 1, comma-separated"
+            )
+        if value not in settings:
+            settings.append(value)
+    if not settings:
+        raise pytest.UsageError("GAMELAB_BENCH_THREADS is empty")
+    return tuple(settings)
+
+
+def _batches(raw: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        message = f"GAMELAB_BENCH_BATCH={raw!r}: expected sizes, comma-separated"
+        raise pytest.UsageError(message) from None
+    if not sizes or min(sizes) < 1:
+        raise pytest.UsageError(f"GAMELAB_BENCH_BATCH={raw!r}: sizes must be >= 1")
+    return sizes
+
+
+def threads_label(threads: int | None) -> str:
+    return DEFAULT_THREADS if threads is None else str(threads)
+
+
 def _repo_path(raw: str) -> Path:
     path = Path(raw).expanduser()
     return path if path.is_absolute() else REPO / path
@@ -57,41 +109,53 @@ class Settings:
     """What every benchmark shares (environment variables in brackets).
 
     Attributes:
-        runs: run folders to compare (GAMELAB_BENCH_RUNS, comma-separated, or GAMELAB_BENCH_RUN).
+        runs: ``gamelab-export`` run folders whose bundles are measured besides the shipped
+            ones (GAMELAB_BENCH_RUNS, comma-separated; none by default).
         data: Flickr8k folder whose test split is read (GAMELAB_BENCH_DATA).
         images: test images used, the first N by file name (GAMELAB_BENCH_IMAGES).
-        batch: the throughput batch size (GAMELAB_BENCH_BATCH).
-        threads: TF intra/inter-op threads and ORT intra-op threads (GAMELAB_BENCH_THREADS).
+        batches: the throughput batch sizes; batch 1 is always measured too
+            (GAMELAB_BENCH_BATCH, comma-separated).
+        thread_settings: intra-op thread counts the speed benchmarks try, None for the
+            runtime's default (GAMELAB_BENCH_THREADS, default "default,1,<cores>").
+        threads: the one setting of benchmarks that do not sweep (search, start-up, GEMM
+            peak): the core count, as a service would be given.
         starts: fresh processes timed per bundle (GAMELAB_BENCH_STARTS).
+        quality_images: Flickr8k test images captioned for the quality check, the first N
+            (GAMELAB_BENCH_QUALITY_IMAGES; default all 1,000).
         output: folder for the JSON, markdown and PNG (GAMELAB_BENCH_OUTPUT).
         default_bundle: bundle name of the SDK's default model (GAMELAB_BENCH_DEFAULT).
+        smoke: every size at its smallest, to check the suite runs (GAMELAB_BENCH_SMOKE=1).
     """
 
     runs: tuple[Path, ...]
     data: Path
     images: int
-    batch: int
+    batches: tuple[int, ...]
+    thread_settings: tuple[int | None, ...]
     threads: int
     starts: int
+    quality_images: int
     output: Path
     default_bundle: str
+    smoke: bool = False
 
 
 def load_settings() -> Settings:
-    raw_runs = os.environ.get("GAMELAB_BENCH_RUNS") or os.environ.get("GAMELAB_BENCH_RUN")
-    if raw_runs:
-        runs = tuple(_repo_path(r.strip()) for r in raw_runs.split(",") if r.strip())
-    else:
-        runs = tuple(p for p in map(_repo_path, DEFAULT_RUNS) if (p / "bundles").is_dir())
+    raw_runs = os.environ.get("GAMELAB_BENCH_RUNS") or os.environ.get("GAMELAB_BENCH_RUN") or ""
+    cores = os.cpu_count() or 1
+    default_threads = DEFAULT_THREADS if SMOKE else f"{DEFAULT_THREADS},1,{cores}"
     return Settings(
-        runs=runs,
+        runs=tuple(_repo_path(r.strip()) for r in raw_runs.split(",") if r.strip()),
         data=_repo_path(os.environ.get("GAMELAB_BENCH_DATA", DEFAULT_DATA)),
-        images=_env_int("GAMELAB_BENCH_IMAGES", 16),
-        batch=_env_int("GAMELAB_BENCH_BATCH", 8),
-        threads=_env_int("GAMELAB_BENCH_THREADS", 2),
-        starts=_env_int("GAMELAB_BENCH_STARTS", 3),
-        output=_repo_path(os.environ.get("GAMELAB_BENCH_OUTPUT", "benchmarks/results")),
+        images=_env_int("GAMELAB_BENCH_IMAGES", 2 if SMOKE else 32),
+        batches=_batches(os.environ.get("GAMELAB_BENCH_BATCH", "2" if SMOKE else "8,32")),
+        thread_settings=_thread_settings(os.environ.get("GAMELAB_BENCH_THREADS", default_threads)),
+        threads=cores,
+        starts=_env_int("GAMELAB_BENCH_STARTS", 1 if SMOKE else 3),
+        quality_images=_env_int("GAMELAB_BENCH_QUALITY_IMAGES", 4 if SMOKE else 1000),
+        output=_repo_path(os.environ.get("GAMELAB_BENCH_OUTPUT", DEFAULT_OUTPUT)),
         default_bundle=os.environ.get("GAMELAB_BENCH_DEFAULT", "efficientnet-lite0"),
+        smoke=SMOKE,
     )
 
 
@@ -118,14 +182,28 @@ class RunCase:
 
 @dataclass(frozen=True)
 class BundleCase:
-    """One bundle of a run: FP32 or INT8."""
+    """One bundle to measure: shipped in the package, or made by a run folder.
 
-    run: RunCase
+    Attributes:
+        path: the bundle folder.
+        precision: "fp32" or "int8", as its manifest says.
+        encoder: the encoder's name (inception_v3, efficientnet_lite0, ...).
+        run: the run folder that made it; None for a shipped bundle.
+    """
+
+    path: Path
     precision: str
+    encoder: str
+    run: RunCase | None = None
+
+    @classmethod
+    def of(cls, path: Path, run: RunCase | None = None) -> BundleCase:
+        manifest = json.loads((path / "manifest.json").read_text())
+        return cls(path, manifest.get("precision", "fp32"), manifest["encoder"]["name"], run)
 
     @property
-    def path(self) -> Path:
-        return self.run.bundles[self.precision]
+    def source(self) -> str:
+        return self.run.name if self.run else "shipped"
 
     @property
     def bundle_name(self) -> str:
@@ -133,15 +211,15 @@ class BundleCase:
 
     @property
     def id(self) -> str:
-        return f"{self.run.name}-{self.precision}"
+        return f"{self.source}-{self.bundle_name}-{self.precision}"
 
     @property
     def fields(self) -> dict[str, str]:
         """What every SDK benchmark record says about the bundle it measured."""
         return {
             "pipeline": "sdk",
-            "run": self.run.name,
-            "encoder": self.run.config.encoder,
+            "run": self.source,
+            "encoder": self.encoder,
             "bundle": self.bundle_name,
             "precision": self.precision,
         }
@@ -162,56 +240,63 @@ def load_run(path: Path) -> RunCase:
     return RunCase(path, config, bundles, problem)
 
 
+def _shipped_bundles() -> list[BundleCase]:
+    from gamelab_caption import bundled_models
+    from gamelab_caption.bundle import load_bundle
+
+    return [BundleCase.of(load_bundle(name, verify=False).path) for name in bundled_models()]
+
+
 _SETTINGS = load_settings()
 _RUNS = [load_run(path) for path in _SETTINGS.runs]
+_BUNDLES = _shipped_bundles() + [
+    BundleCase.of(path, run) for run in _RUNS if not run.problem for path in run.bundles.values()
+]
 _WRITTEN: list[Path] = []  # report files, listed at the end of the run
 _LOAD_AT_START = os.getloadavg()  # other work on the machine skews every number
-_NO_RUNS = (
-    "no run folder to benchmark: set GAMELAB_BENCH_RUNS=runs/<name>[,runs/<other>] "
-    f"(defaults tried: {', '.join(DEFAULT_RUNS)})"
-)
-
-
-def _run_params() -> list:
-    if not _RUNS:
-        return [pytest.param(None, id="no-run", marks=pytest.mark.skip(reason=_NO_RUNS))]
-    return [
-        pytest.param(run, id=run.name, marks=[pytest.mark.skip(reason=run.problem)])
-        if run.problem
-        else pytest.param(run, id=run.name)
-        for run in _RUNS
-    ]
 
 
 def _bundle_params() -> list:
+    params = [pytest.param(case, id=case.id) for case in _BUNDLES]
+    params += [
+        pytest.param(None, id=run.name, marks=pytest.mark.skip(reason=run.problem))
+        for run in _RUNS
+        if run.problem
+    ]
+    if not params:
+        reason = "no bundle: the package ships none and GAMELAB_BENCH_RUNS names no run"
+        params.append(pytest.param(None, id="no-bundle", marks=pytest.mark.skip(reason=reason)))
+    return params
+
+
+def _baseline_params() -> list:
+    """What the TensorFlow baselines rebuild: one per encoder of a shipped bundle, with
+    untrained decoders, and one per run folder, with its trained weights."""
     params = []
-    for param in _run_params():
-        run = param.values[0]
-        if run is None or run.problem:
-            params.append(param)
-            continue
-        for precision in PRECISIONS:
-            case = BundleCase(run, precision)
-            if precision in run.bundles:
-                params.append(pytest.param(case, id=case.id))
-            else:
-                reason = f"{run.path} has no {precision} bundle"
-                params.append(pytest.param(None, id=case.id, marks=pytest.mark.skip(reason=reason)))
+    for case in _BUNDLES:
+        if case.run is None or case.precision == "fp32":
+            params.append(pytest.param(case, id=f"{case.source}-{case.encoder}"))
     return params
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Runs and bundles come from the environment, so they are parametrised here."""
+    """Bundles, thread settings and batch sizes come from the environment: parametrised here."""
     names = metafunc.fixturenames
-    if "bench_run" in names:
-        metafunc.parametrize("bench_run", _run_params())
     if "bundle" in names:
         metafunc.parametrize("bundle", _bundle_params())
+    if "tf_bundle" in names:
+        metafunc.parametrize("tf_bundle", _baseline_params())
     if "beam" in names:
         metafunc.parametrize("beam", BEAM_SIZES, ids=[f"beam{k}" for k in BEAM_SIZES])
     if "batch" in names:
-        sizes = sorted({1, _SETTINGS.batch})
+        sizes = sorted({1, *_SETTINGS.batches})
         metafunc.parametrize("batch", sizes, ids=[f"batch{b}" for b in sizes])
+    if "threads" in names:
+        metafunc.parametrize(
+            "threads",
+            _SETTINGS.thread_settings,
+            ids=[f"threads-{threads_label(t)}" for t in _SETTINGS.thread_settings],
+        )
 
 
 @pytest.fixture(scope="session")
@@ -306,16 +391,28 @@ def score_bleu4(images: ImageSet):
 
 
 @pytest.fixture(scope="session")
-def captioners(settings: Settings):
-    """Captioner per (bundle folder, providers), created once: ORT sessions load slowly."""
+def bleu4_of():
+    return bleu4
+
+
+@pytest.fixture(scope="session")
+def captioners():
+    """Captioner per (bundle folder, providers, threads), created once: sessions load slowly.
+
+    ``threads`` None is ``Captioner()`` as users call it (ONNX Runtime chooses).
+    """
     from gamelab_caption import Captioner
 
     cache = {}
 
-    def get(path: Path, providers: tuple[str, ...] | None = ("CPUExecutionProvider",)):
-        key = (str(path), providers)
+    def get(
+        path: Path,
+        providers: tuple[str, ...] | None = ("CPUExecutionProvider",),
+        threads: int | None = None,
+    ):
+        key = (str(path), providers, threads)
         if key not in cache:
-            cache[key] = Captioner(path, providers=providers, threads=settings.threads)
+            cache[key] = Captioner(path, providers=providers, threads=threads)
         return cache[key]
 
     return get
@@ -336,7 +433,10 @@ def cuda():
 
 
 def describe(benchmark, group: str, **info) -> None:
-    """Name the benchmark's group and record what report.py reads from ``extra_info``."""
+    """Name the benchmark's group and record what report.py reads from ``extra_info``
+    (``threads`` as a label: a count, or "default" for the runtime's own choice)."""
+    if "threads" in info:
+        info["threads"] = threads_label(info["threads"])
     benchmark.group = group
     benchmark.extra_info.update(info)
 
@@ -382,8 +482,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _evaluations() -> dict:
-    """Each run's eval/metrics.json rows (BLEU-4 on the whole test split), by run name."""
+    """Whole-test-split metrics by run name: each run's eval/metrics.json rows, and for the
+    shipped bundles ("shipped") their manifests' rows, measured when they were made."""
     evals = {}
+    for case in _BUNDLES:
+        if case.run is None:
+            manifest = json.loads((case.path / "manifest.json").read_text())
+            rows = [{**row, "bundle": case.bundle_name} for row in manifest.get("metrics", [])]
+            evals.setdefault("shipped", []).extend(rows)
     for run in _RUNS:
         path = run.path / "eval" / "metrics.json"
         if path.is_file():
@@ -397,6 +503,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
         return
     settings = dataclasses.asdict(_SETTINGS)
     settings.update(
+        thread_settings=[threads_label(t) for t in _SETTINGS.thread_settings],
+        bundles=[case.id for case in _BUNDLES],
         runs=[str(path) for path in _SETTINGS.runs],
         data=str(_SETTINGS.data),
         output=str(_SETTINGS.output),

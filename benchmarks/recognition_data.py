@@ -75,10 +75,17 @@ def answer_of(entries: list[CatalogEntry]):
     return answer
 
 
-def draw(seed: int, per_kind: int) -> RecognitionSet:
-    """Draw up to ``per_kind`` queries of each kind, one per game, all from ``seed``."""
+def draw(seed: int, per_kind: int, games: int | None = None) -> RecognitionSet:
+    """Draw up to ``per_kind`` queries of each kind, one per game, all from ``seed``.
+
+    ``games`` keeps only that many games of the catalogue, drawn at random (quick runs).
+    """
     rng = np.random.default_rng(seed)
     entries = read_catalog(GAMES_DIR / "mastersystem" / "gamelist.xml", media_dirs=[LIBRETRO])
+    if games is not None:
+        ids = sorted({entry.game_id for entry in entries})
+        kept = set(np.random.default_rng(seed + 1).choice(ids, min(games, len(ids)), replace=False))
+        entries = [entry for entry in entries if entry.game_id in kept]
     answer = answer_of(entries)
     libretro = str(LIBRETRO)
     gamelist_covers = {

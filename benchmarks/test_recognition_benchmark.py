@@ -12,6 +12,7 @@ recognition.md in the output folder.
 
 Environment (besides the suite's, see conftest.py):
     GAMELAB_BENCH_RECOGNITION_QUERIES: queries per kind, one per game (default 150).
+    GAMELAB_BENCH_RECOGNITION_GAMES: index only this many games, drawn at random (default all).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def recognition_set() -> RecognitionSet:
     if not ocr_available():
         pytest.skip("reading titles needs the ocr extra: pip install 'gamelab-caption-sdk[ocr]'")
     count = int(os.environ.get("GAMELAB_BENCH_RECOGNITION_QUERIES", DEFAULT_QUERIES))
-    return recognition_data.draw(SEED, count)
+    games = os.environ.get("GAMELAB_BENCH_RECOGNITION_GAMES")
+    return recognition_data.draw(SEED, count, int(games) if games else None)
 
 
 @pytest.fixture(scope="module")

@@ -147,17 +147,19 @@ def _encoder_macs(path: Path) -> dict:
     return _MACS[str(path)]
 
 
-def test_sdk_encoder(benchmark, bundle, batch, captioners, images, record):
+def test_sdk_encoder(benchmark, bundle, batch, threads, captioners, images, record):
     pytest.importorskip("onnx")
-    captioner = captioners(bundle.path)
+    captioner = captioners(bundle.path, threads=threads)
     spec = captioner.bundle.image_spec
     paths = [images.paths[i % len(images.paths)] for i in range(batch)]
     pixels = np.stack([preprocess(p, spec) for p in paths])  # (N, H, W, 3)
     benchmark.pedantic(lambda: captioner.encode(pixels), rounds=ENCODER_ROUNDS, warmup_rounds=2)
     # MACs do not depend on precision; count them on the FP32 graph, whose shapes ONNX shape
-    # inference knows (it does not infer QLinearConv outputs).
-    fp32 = bundle.run.bundles.get("fp32", bundle.path)
-    macs = _encoder_macs(fp32 / captioner.bundle.manifest["graphs"]["encoder"])
+    # inference knows (it does not infer QLinearConv outputs): a run folder's, where given.
+    fp32 = bundle.run.bundles.get("fp32") if bundle.run else None
+    if fp32 is None and bundle.precision == "fp32":
+        fp32 = bundle.path
+    macs = _encoder_macs(fp32 / captioner.bundle.manifest["graphs"]["encoder"]) if fp32 else {}
     record(
         benchmark,
         "encoder",
@@ -165,8 +167,9 @@ def test_sdk_encoder(benchmark, bundle, batch, captioners, images, record):
         **bundle.fields,
         batch=batch,
         provider=captioner.providers[0],
-        macs_per_image=macs["total"],
-        macs_split=macs,
+        threads=threads,
+        macs_per_image=macs.get("total"),
+        macs_split=macs or None,
     )
 
 
@@ -228,7 +231,7 @@ def test_encoder_profile(benchmark, bundle, settings, images, captioners, record
         "encoder profile",
         kind="profile",
         pipeline="sdk",
-        run=bundle.run.name,
+        run=bundle.source,
         bundle=bundle.bundle_name,
         precision=bundle.precision,
         batch=1,

@@ -18,6 +18,7 @@ Environment (besides the suite's, see conftest.py: GAMELAB_BENCH_THREADS, GAMELA
     GAMELAB_BENCH_GAMES: index only this many game ids, drawn at random (quick runs).
     GAMELAB_BENCH_QUERIES: queries per level, one per game drawn at random (default 1000).
     GAMELAB_BENCH_ABLATION=1: also build an index without the learned whitening.
+    GAMELAB_BENCH_LATENCY_ROUNDS: timed queries per backend (default 100).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ SEED = 1234
 GAMES_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "games"
 DEFAULT_QUERIES = 1000
 TOP = 10  # hits fetched per query: MRR@10, and the top-10 overlap of HNSW with exact search
-LATENCY_ROUNDS = 100
+LATENCY_ROUNDS = int(os.environ.get("GAMELAB_BENCH_LATENCY_ROUNDS", "100"))
 
 
 def _metrics(ranks: list[int | None]) -> dict:
