@@ -99,6 +99,9 @@ class CaptionResult:
         alternatives: the other finished beams as (text, score), best first.
         attention: None, or (steps, grid_h, grid_w) attention weights when asked for.
         error: in ``caption_batch``, the ImageError of an unusable input; else None.
+        embedding: with ``caption_batch(return_embedding=True)``, the encoder's pooled
+            embedding (D,), L2-normalised as ``encode`` returns it (the encoder runs once);
+            else None.
     """
 
     text: str
@@ -107,6 +110,7 @@ class CaptionResult:
     alternatives: tuple[tuple[str, float], ...] = ()
     attention: np.ndarray | None = None
     error: ImageError | None = None
+    embedding: np.ndarray | None = None
 
 
 def _select_providers(requested: Sequence[str] | None) -> list[str]:
@@ -233,13 +237,15 @@ class Captioner:
         length_penalty: float | None = None,
         early_stopping: bool = True,
         strict: bool = False,
+        return_embedding: bool = False,
     ) -> list[CaptionResult]:
         """Caption many images, ``BATCH_SIZE`` at a time: per chunk one batched encoder run
         and one decoder call per step for all its images.
 
         An unusable image does not stop the batch: its result has ``text == ""`` and the
         ImageError in ``result.error`` (with ``strict=True`` the first one is raised instead).
-        Arguments are as in ``caption``.
+        ``return_embedding=True`` fills ``result.embedding`` from the same encoder run.
+        Other arguments are as in ``caption``.
 
         Raises:
             ValueError: an option is out of range (see ``DecodeOptions``), even for no images.
@@ -249,7 +255,8 @@ class Captioner:
         )
         results: list[CaptionResult] = []
         for start in range(0, len(images), BATCH_SIZE):
-            results += self._caption_chunk(images[start : start + BATCH_SIZE], options, strict)
+            chunk = images[start : start + BATCH_SIZE]
+            results += self._caption_chunk(chunk, options, strict, return_embedding)
         return results
 
     def _options(self, beam_size, max_length, length_penalty, return_attention, early_stopping):
@@ -263,7 +270,11 @@ class Captioner:
         ).with_defaults(self.bundle)
 
     def _caption_chunk(
-        self, images: Sequence[ImageInput], options: DecodeOptions, strict: bool
+        self,
+        images: Sequence[ImageInput],
+        options: DecodeOptions,
+        strict: bool,
+        return_embedding: bool = False,
     ) -> list[CaptionResult]:
         pixels, errors = [], {}
         for index, image in enumerate(images):
@@ -273,7 +284,9 @@ class Captioner:
                 if strict:
                     raise
                 errors[index] = error
-        decoded = iter(self._caption_pixels(np.stack(pixels), options) if pixels else [])
+        decoded = iter(
+            self._caption_pixels(np.stack(pixels), options, return_embedding) if pixels else []
+        )
         return [
             CaptionResult(text="", tokens=(), score=float("-inf"), error=errors[index])
             if index in errors
@@ -281,9 +294,11 @@ class Captioner:
             for index in range(len(images))
         ]
 
-    def _caption_pixels(self, pixels: np.ndarray, options: DecodeOptions) -> list[CaptionResult]:
+    def _caption_pixels(
+        self, pixels: np.ndarray, options: DecodeOptions, return_embedding: bool = False
+    ) -> list[CaptionResult]:
         """Decode preprocessed pixels (N, H, W, 3) with options that have their defaults."""
-        features, _ = self.encode(pixels)
+        features, embeddings = self.encode(pixels)  # (N, L, D), (N, D)
         memory, keys, hidden = self._sessions[DECODER_INIT].run(
             ["memory", "keys", "hidden"], {"features": features}
         )
@@ -318,7 +333,13 @@ class Captioner:
             keep_attention=options.return_attention,
             early_stopping=options.early_stopping,
         )
-        return [self._to_result(h, options.return_attention) for h in hypotheses]
+        results = [self._to_result(h, options.return_attention) for h in hypotheses]
+        if return_embedding:
+            results = [
+                dataclasses.replace(result, embedding=embedding)
+                for result, embedding in zip(results, embeddings, strict=True)
+            ]
+        return results
 
     def _to_result(self, hypotheses: list[Hypothesis], return_attention: bool) -> CaptionResult:
         if not hypotheses:

@@ -19,3 +19,9 @@ class NotAnImage(ImageError):
 
 class IndexFileError(ValueError):
     """A game index file is missing, from another format version, or malformed."""
+
+
+class BatchInputError(ValueError):
+    """An input or the output of a batch job is unusable: a missing file or folder, a table
+    that cannot be read or has no path column, a glob that matches nothing, or an output
+    folder that holds results made with other settings."""

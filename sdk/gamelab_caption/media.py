@@ -313,6 +313,22 @@ class MediaIntake:
             self._note(entry, "corrupt image", f" ({image.kind}): {error}")
             return None
 
+    def unusable(self, position: int, image: MediaImage, error: str, missing: bool) -> None:
+        """Note an image that another process (a batch job) found missing or corrupt, as
+        ``open`` notes it here.
+
+        Args:
+            position: the entry's position in ``entries``.
+            image: one of that entry's images, as listed in ``media``.
+            error: what was wrong with it (the ImageError's message).
+            missing: the file does not exist.
+        """
+        entry = self.entries[position]
+        if missing:
+            self._note(entry, "missing image", f" ({image.kind}) {image.path}")
+        else:
+            self._note(entry, "corrupt image", f" ({image.kind}): {error}")
+
     def report(
         self, built: Collection[int], images: int, kinds: Mapping[str, int] | None = None
     ) -> BuildReport:

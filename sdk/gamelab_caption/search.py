@@ -46,21 +46,19 @@ from .captioner import Captioner
 from .catalog import CatalogEntry, CatalogPath, read_catalog
 from .errors import BundleError
 from .index_file import IndexContents, IndexImage, read_index, write_index
+from .index_media import IMAGE_PHOTOS, READ_KINDS, encode_views, text_of, view_pixels
 from .media import BuildReport, MediaIntake, rom_stem
 from .ocr import OCR_INSTALL, TextLine, TextReader, ocr_available
 from .preprocessing import ImageInput, load_image, to_pixels
 from .text_search import TextMatch, TitleMatcher
 from .vectors import Hnsw, exact_top, import_faiss, serial_dot
-from .whitening import learn_whitening, simulate_photo
+from .whitening import learn_whitening
 
 QUERY_CROPS = (1.0, 0.7)  # views per query: whole, centre 70% (side); one encoder run each
 BUILD_BATCH = 32  # images loaded and encoded at a time while building
 WHITEN_MIN_IMAGES = 64  # fewer images in the first fill: no whitening (too few pairs)
-IMAGE_PHOTOS = 3  # simulated photos of every image: they teach the whitening, join its vector
 PHOTO_WEIGHT = 1.0  # weight of the photos' mean against the image in the vector searched
-PHOTO_SEED = 0  # the simulated photos: same catalogue, same index
 BACKENDS = ("exact", "hnsw")
-READ_KINDS = ("title_screen", "logo", "physical")  # media whose text is read at build
 VISUAL_CANDIDATES = 30  # games the image evidence proposes for fusion
 TEXT_CANDIDATES = 30  # games the text evidence proposes
 # The ranking (rank_score) and its calibration, chosen by benchmarks/tune_fusion.py.
@@ -258,6 +256,7 @@ class GameIndex:
         backend: str = "exact",
         whiten: bool = True,
         read_text: bool | None = None,
+        embeddings: str | os.PathLike | None = None,
     ) -> GameIndex:
         """Index a catalogue: gamelist.xml, CSV or JSON Lines files, or CatalogEntry objects.
 
@@ -273,13 +272,18 @@ class GameIndex:
             progress: a bar (tqdm, when installed), False for none, or a callable
                 ``(images_done, images_total)``.
             backend, whiten, read_text: as in the constructor.
+            embeddings: the output folder of ``gamelab-caption batch --catalog`` run on these
+                catalogues (batch.py): its vectors and texts are used instead of running the
+                encoder and OCR here, and the index is the same as without it.
 
         Raises:
             ValueError: a catalogue file is missing, of an unknown format or malformed (the
-                message names the file and line), or a media folder is missing.
+                message names the file and line), or a media folder is missing; with
+                ``embeddings``, an image is not in it or it was made with another encoder.
+            ImportError: ``embeddings`` without pyarrow (the ray extra).
         """
         index = cls(captioner, backend=backend, whiten=whiten, read_text=read_text)
-        index.add(catalog, media_dirs=media_dirs, progress=progress)
+        index.add(catalog, media_dirs=media_dirs, progress=progress, embeddings=embeddings)
         return index
 
     def __len__(self) -> int:
@@ -302,6 +306,7 @@ class GameIndex:
         *,
         media_dirs: CatalogPath | Iterable[CatalogPath] = (),
         progress: Progress = True,
+        embeddings: str | os.PathLike | None = None,
     ) -> BuildReport:
         """Add catalogue entries; returns what this call added (``report`` sums all calls).
 
@@ -318,7 +323,11 @@ class GameIndex:
         indexed = {(self._entries[image.entry].game_id, image.path) for image in self._images}
         intake = MediaIntake(entries, indexed)
         learn = self.whiten and self._vectors is None and len(intake.media) >= WHITEN_MIN_IMAGES
-        vectors, photos, embedded = self._embed_media(intake, progress, learn or self.whitened)
+        if embeddings is None:
+            vectors, photos, embedded = self._embed_media(intake, progress, learn or self.whitened)
+        else:
+            vectors, photos, embedded = self._stored_media(intake, embeddings)
+            photos = photos if learn or self.whitened else None
         added: dict[int, int] = {}  # entry position in this call -> entry row in the index
         first_row = len(self._images)
         for position, image, text in embedded:
@@ -342,43 +351,78 @@ class GameIndex:
 
     def _embed_media(self, intake: MediaIntake, progress: Progress, with_photos: bool):
         """Encode images in batches, ``IMAGE_PHOTOS`` simulated photos of each if asked,
-        and read the text of those of READ_KINDS.
+        and read the text of those of READ_KINDS (see index_media.py).
 
         Returns:
             images (N, D) or None, photos (N * IMAGE_PHOTOS, D) or None (image-major), and
             [(entry position, MediaImage, text read)] of the N images that could be read.
         """
         spec, total = self.captioner.bundle.image_spec, len(intake.media)
-        rng = np.random.default_rng(PHOTO_SEED)
+        count = IMAGE_PHOTOS if with_photos else 0
         update, close = _progress_callback(progress, total)
         images, photos, embedded = [], [], []
-        clutter = None  # the previous image: a box beside this one in some photos
+        previous = None  # the previous image, None if unusable: a box beside this one
         try:
             for start in range(0, total, BUILD_BATCH):
-                pixels, photo_pixels = [], []
+                views = []
                 for number in range(start, min(start + BUILD_BATCH, total)):
                     position, media = intake.media[number]
                     image = intake.open(position, media, self.captioner.max_pixels)
+                    clutter, previous = previous, image
                     if image is None:
                         continue
-                    pixels.append(to_pixels(image, spec))
+                    views.append(view_pixels(image, spec, media.path, clutter, count))
                     read = self.reads_text and media.kind in READ_KINDS
-                    text = " ".join(line.text for line in self.read(image)) if read else ""
-                    embedded.append((position, media, text))
-                    for _ in range(IMAGE_PHOTOS if with_photos else 0):
-                        photo = simulate_photo(image, rng, clutter)
-                        photo_pixels.append(to_pixels(photo, spec))
-                    clutter = image
-                if pixels:
-                    encoded = _normalise(self.captioner.encode(np.stack(pixels + photo_pixels))[1])
-                    images.append(encoded[: len(pixels)])
-                    photos.append(encoded[len(pixels) :])
+                    embedded.append((position, media, text_of(self.read(image)) if read else ""))
+                if views:
+                    encoded = _normalise(encode_views(self.captioner, np.concatenate(views)))
+                    encoded = encoded.reshape(len(views), 1 + count, -1)  # (n, 1 + photos, D)
+                    images.append(encoded[:, 0])
+                    photos.append(encoded[:, 1:].reshape(-1, encoded.shape[2]))  # (n * photos, D)
                 update(min(start + BUILD_BATCH, total), total)
         finally:
             close()
         if not images:
             return None, None, embedded
         return np.concatenate(images), np.concatenate(photos) if with_photos else None, embedded
+
+    def _stored_media(self, intake: MediaIntake, embeddings: str | os.PathLike):
+        """``_embed_media``'s results, read from a batch job's output (batch.py, catalogue
+        mode) instead of computed: the same vectors, the same texts, the same skips.
+
+        Raises:
+            ValueError: an image of the catalogue is not in the output (another catalogue, or
+                the same one in another order or under another folder), or the output was
+                made by another encoder or without the text this index reads.
+            ImportError: pyarrow (the ray extra) is not installed.
+        """
+        from .batch_output import read_catalog_rows  # pyarrow: the ray extra
+
+        stored = read_catalog_rows(embeddings, self._identity, self.reads_text)
+        images, photos, embedded, absent = [], [], [], []
+        previous = None  # as the batch job named each image's clutter
+        for position, media in intake.media:
+            key = (os.path.abspath(media.path), previous)
+            previous = key[0]
+            row = stored.get(key)
+            if row is None:
+                absent.append(media.path)
+            elif row.error is not None:
+                intake.unusable(position, media, row.error, missing=row.missing)
+            else:
+                images.append(row.embedding)
+                photos.append(row.photos)
+                read = self.reads_text and media.kind in READ_KINDS
+                embedded.append((position, media, row.text if read else ""))
+        if absent:
+            raise ValueError(
+                f"{len(absent)} of {len(intake.media)} catalogue images are not in {embeddings} "
+                f"(first: {absent[0]}): run 'gamelab-caption batch --catalog' on the same "
+                "catalogues, in the same order, with that output again (it adds what is missing)"
+            )
+        if not images:
+            return None, None, embedded
+        return _normalise(np.stack(images)), _normalise(np.concatenate(photos)), embedded
 
     def _project(self, vectors: np.ndarray) -> np.ndarray:
         """Normalised embeddings (N, D) -> the space searched (N, D), unit length."""

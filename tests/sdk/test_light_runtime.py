@@ -1,5 +1,6 @@
 """The light runtime: captioning and image-only game search import numpy, onnxruntime and
-Pillow, never an extra (OCR, fuzzy matching, the server) or the toolchain."""
+Pillow, never an extra (OCR, fuzzy matching, the server, Ray) or the toolchain; the batch
+modules import Ray and pyarrow only when a job runs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ import sys
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg"
-NEVER = ("tensorflow", "rapidfuzz", "rapidocr_onnxruntime", "cv2", "fastapi", "uvicorn", "tqdm")
+NEVER = (
+    "tensorflow",
+    "rapidfuzz",
+    "rapidocr_onnxruntime",
+    "cv2",
+    "fastapi",
+    "uvicorn",
+    "tqdm",
+    "ray",
+    "pyarrow",
+    "pandas",
+)
 
 
 def test_captioning_and_image_search_import_no_extra(tmp_path):
@@ -22,6 +34,8 @@ assert captioner.caption({str(EXAMPLE)!r}).text
 index = GameIndex.build([CatalogEntry("1", "Cat", ({str(EXAMPLE)!r},))], captioner=captioner,
                         progress=False, read_text=False)
 assert index.search({str(EXAMPLE)!r}, read_text=False)[0].game_id == "1"
+import gamelab_caption.batch, gamelab_caption.cli.batch
+assert gamelab_caption.cli.batch.build_parser().parse_args(["x", "-o", "y"]).output == "y"
 print(json.dumps(sorted(sys.modules)))
 """
     done = subprocess.run(

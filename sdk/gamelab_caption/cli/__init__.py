@@ -1,9 +1,9 @@
 """The ``gamelab-caption`` command: caption image files, index and search games, serve HTTP.
 
-``gamelab-caption IMAGE [IMAGE ...]`` captions without a verb. Subcommands (``index``,
-``search``, ``serve``) are dispatched on the first argument before the caption parser runs,
-so adding one never changes how plain image paths are read. Each lives in its own module,
-imported only when asked for (``serve`` alone imports FastAPI).
+``gamelab-caption IMAGE [IMAGE ...]`` captions without a verb. Subcommands (``batch``,
+``index``, ``search``, ``serve``) are dispatched on the first argument before the caption
+parser runs, so adding one never changes how plain image paths are read. Each lives in its
+own module, imported only when asked for (``serve`` alone imports FastAPI, ``batch`` Ray).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # argv[0] -> module whose main(rest of argv) returns the exit code
-SUBCOMMANDS = {"index": "index", "search": "search", "serve": "serve"}
+SUBCOMMANDS = {"batch": "batch", "index": "index", "search": "search", "serve": "serve"}
 
 
 def main(argv: list[str] | None = None) -> int:

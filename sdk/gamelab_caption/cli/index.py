@@ -23,6 +23,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--no-text", action="store_true", help="do not read title text in images (faster build)"
     )
+    parser.add_argument(
+        "--embeddings",
+        default=None,
+        metavar="DIR",
+        help="output of 'gamelab-caption batch --catalog' on these catalogues: use its "
+        "vectors and texts instead of computing them here (the same index)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     try:
         if not argv or argv[0] != "build":
@@ -35,6 +42,7 @@ def main(argv: list[str]) -> int:
             captioner=captioner,
             progress=not args.quiet,
             read_text=False if args.no_text else None,
+            embeddings=args.embeddings,
         )
         index.save(args.output)
     except SystemExit as exit_:  # argparse exits on --help and usage errors
