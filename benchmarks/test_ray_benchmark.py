@@ -20,6 +20,8 @@ GAMELAB_BENCH_OUTPUT (default benchmarks/results/).
 
 Environment: GAMELAB_BENCH_RAY_IMAGES (default 384), GAMELAB_BENCH_RAY_CORES (default 2),
 GAMELAB_BENCH_RAY_ROUNDS (default 3), GAMELAB_BENCH_DATA (default ../shared/data/flickr8k).
+GAMELAB_BENCH_SMOKE=1 (what CI runs) makes it 64 images, one round and 2 actors only,
+output in benchmarks/results/smoke/, like the rest of the suite.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ from gamelab_caption import Captioner
 ray = pytest.importorskip("ray", reason="Ray batch jobs need the ray extra")
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGES = int(os.environ.get("GAMELAB_BENCH_RAY_IMAGES", "384"))
+SMOKE = os.environ.get("GAMELAB_BENCH_SMOKE") == "1"
+IMAGES = int(os.environ.get("GAMELAB_BENCH_RAY_IMAGES", "64" if SMOKE else "384"))
 CORES = int(os.environ.get("GAMELAB_BENCH_RAY_CORES", "2"))
-ROUNDS = int(os.environ.get("GAMELAB_BENCH_RAY_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("GAMELAB_BENCH_RAY_ROUNDS", "1" if SMOKE else "3"))
 DATA = Path(os.environ.get("GAMELAB_BENCH_DATA", REPO.parent / "shared" / "data" / "flickr8k"))
-OUTPUT = Path(os.environ.get("GAMELAB_BENCH_OUTPUT", REPO / "benchmarks" / "results"))
+RESULTS_DIR = REPO / "benchmarks" / "results" / ("smoke" if SMOKE else "")
+OUTPUT = Path(os.environ.get("GAMELAB_BENCH_OUTPUT", RESULTS_DIR))
 RESULTS: dict[str, dict] = {}  # pipeline -> numbers, for the ratios and the summary
 
 
@@ -96,7 +100,7 @@ def test_caption_batch_in_one_process(benchmark, paths):
     _record(benchmark, "one-process", times, [], len(paths))
 
 
-@pytest.mark.parametrize("actors", [1, 2])
+@pytest.mark.parametrize("actors", [2] if SMOKE else [1, 2])  # smoke: the default shape
 def test_ray_batch_job(benchmark, paths, cluster, actors, tmp_path):
     from gamelab_caption.batch import BatchOptions, run
 
