@@ -79,8 +79,8 @@ def quantize_encoder(
 
 DECODER_WEIGHTS = ("int4", "int8")
 QUANTIZATION = {  # a quantised bundle's manifest entry, by decoder weights
-    "int4": "encoder static INT8 (7-bit weights); decoder 4-bit MatMul weights (MatMulNBits, accuracy level 4: "
-    "INT8 activations per row), INT8 embeddings",
+    "int4": "encoder static INT8 (7-bit weights); decoder 4-bit MatMul weights (MatMulNBits, "
+    "accuracy level 4: INT8 activations per row), INT8 embeddings",
     "int8": "encoder static INT8 (7-bit weights); decoder dynamic INT8 (7-bit weights)",
 }
 
