@@ -136,9 +136,10 @@ def export(config: TrainConfig, force: bool = False) -> None:
         logger.info("export: %s holds the ONNX graphs, skipping", folder)
         return
     spec = encoder_spec(config.encoder, config.encoder_weights)
-    export_encoder(
-        build_encoder(config.encoder, config.encoder_weights), spec, folder / GRAPH_FILES[ENCODER]
-    )
+    encoder_path = folder / GRAPH_FILES[ENCODER]
+    # The encoder does not depend on training: a run that only retrains decoders keeps it.
+    if force or not encoder_path.exists():
+        export_encoder(build_encoder(config.encoder, config.encoder_weights), spec, encoder_path)
     export_decoder(
         _trained_decoder(config),
         spec.grid[0] * spec.grid[1],

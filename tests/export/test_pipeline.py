@@ -92,10 +92,15 @@ def ensemble_run(run, tmp_path_factory):
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("onnx", "bundles", "eval"),
     )
+    # The same encoder: its graphs are kept, as a run that retrains decoders keeps them.
+    (output / "onnx").mkdir()
+    for name in ("encoder.onnx", "encoder.int8.onnx"):
+        shutil.copy(run.run_dir / "onnx" / name, output / "onnx" / name)
     ensemble = dataclasses.replace(
         run, output=str(output), decoders=2, member_units=f"{run.units},{run.units // 2}"
     )
-    pipeline.run_all(ensemble, progress=False)
+    for stage in ("train", "export", "quantize", "bundle"):  # its tests need no evaluation
+        pipeline.run_stage(stage, ensemble, progress=False)
     return ensemble
 
 
@@ -211,7 +216,9 @@ def test_int4_decoder_captions_do_not_depend_on_the_batch(run, coco_file, tmp_pa
     for row in range(len(inputs["token"])):
         alone = session.run(None, {name: value[row : row + 1] for name, value in inputs.items()})
         for batched, single in zip(together, alone, strict=True):
-            np.testing.assert_allclose(batched[row : row + 1], single, atol=1e-5)
+            # Per-row activation scales: float rounding only (up to 1.3e-5 seen on a CPU
+            # without VNNI); a batch-wide scale, as in dynamic INT8, moves them far more.
+            np.testing.assert_allclose(batched[row : row + 1], single, atol=1e-4)
 
 
 def test_int4_decoder_is_smaller_than_int8(run, tmp_path):
