@@ -284,3 +284,16 @@ def draw_screen():
         return screen
 
     return draw
+
+
+# Files that take minutes (training and exporting models): first, so that with ``-n auto
+# --dist loadfile`` they run beside the rest of the suite rather than after it.
+SLOWEST_FILES = ("test_pipeline.py", "test_export_cli.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: the order within a rank is kept
