@@ -156,6 +156,9 @@ class Captioner:
         self.max_pixels = max_pixels
         options = ort.SessionOptions()
         options.log_severity_level = 3  # ORT warnings about unused initialisers are noise here
+        # The three sessions run in turn: threads left spinning after one (ORT's default) steal
+        # the cores from the next. Off, a beam-3 caption took ~20% less here (2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")
