@@ -40,6 +40,7 @@ from .batch_output import PartWriter, done_keys
 from .batch_worker import BatchCaptioner
 from .bundle import DEFAULT_MODEL, ENCODER, load_bundle
 from .captioner import BATCH_SIZE, DecodeOptions
+from .errors import BatchClusterError
 
 FORMAT_VERSION = 1  # of the output's columns and settings
 logger = logging.getLogger(__name__)
@@ -222,6 +223,7 @@ def run(
             output holds rows made with other settings.
         BundleError: the model bundle is unusable.
         ImportError: Ray Data or pyarrow is not installed (the ray extra).
+        BatchClusterError: Ray could not start or reach its cluster.
     """
     pyarrow = import_pyarrow()
     ray = import_ray()
@@ -237,7 +239,14 @@ def run(
     ours = not ray.is_initialized()
     if ours:
         local = {"include_dashboard": False} if address is None else {}
-        ray.init(address=address, logging_level=logging.WARNING, **local)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, **local)
+        except Exception as error:  # Ray raises bare Exception / ConnectionError here
+            where = "start a local cluster" if address is None else f"reach the cluster {address}"
+            raise BatchClusterError(
+                f"Ray could not {where}: {error}. On a busy machine try again, or start a "
+                "cluster with `ray start --head` and pass its address (--address auto)"
+            ) from None
     writer = PartWriter(output, settings)
     errors = 0
     update, close = _progress(progress, len(todo))

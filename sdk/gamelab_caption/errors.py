@@ -25,3 +25,7 @@ class BatchInputError(ValueError):
     """An input or the output of a batch job is unusable: a missing file or folder, a table
     that cannot be read or has no path column, a glob that matches nothing, or an output
     folder that holds results made with other settings."""
+
+
+class BatchClusterError(RuntimeError):
+    """Ray could not start a local cluster, or not reach the one named by ``address``."""

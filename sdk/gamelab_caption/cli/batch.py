@@ -10,6 +10,7 @@ import argparse
 
 from ..bundle import DEFAULT_MODEL
 from ..captioner import BATCH_SIZE
+from ..errors import BatchClusterError
 from .arguments import PROG, at_least, error, positive
 
 
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> int:
         )
         progress = not args.quiet
         report = run(args.inputs, args.output, options, address=args.address, progress=progress)
-    except (ValueError, ImportError, OSError) as problem:  # BatchInputError is a ValueError
+    except (ValueError, ImportError, OSError, BatchClusterError) as problem:
         return error(problem, f"{PROG} batch")
     print(
         f"{report.output}: {report.processed} images in {report.seconds:.1f} s "
