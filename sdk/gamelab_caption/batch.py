@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .batch_inputs import (
@@ -41,10 +41,10 @@ from .batch_worker import BatchCaptioner
 from .bundle import DEFAULT_MODEL, ENCODER, load_bundle
 from .captioner import BATCH_SIZE, DecodeOptions
 from .errors import BatchClusterError
+from .progress import Progress, progress_callback
 
 FORMAT_VERSION = 1  # of the output's columns and settings
 logger = logging.getLogger(__name__)
-Progress = bool | Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -168,21 +168,6 @@ def _items(inputs: Iterable, options: BatchOptions) -> list[BatchItem]:
     return [BatchItem(path) for path in collect_paths(inputs, options.path_column)]
 
 
-def _progress(progress: Progress, total: int):
-    """(update(done, total), close) for a callable, a tqdm bar, or nothing."""
-    if callable(progress):
-        return progress, lambda: None
-    if progress:
-        try:
-            from tqdm.auto import tqdm  # optional: no bar without it
-        except ImportError:
-            pass
-        else:
-            bar = tqdm(total=total, unit="image", desc="Captioning", smoothing=0.1)
-            return lambda done, _: bar.update(done - bar.n), bar.close
-    return lambda done, total: None, lambda: None
-
-
 def _pool_size(ray, options: BatchOptions) -> int:
     if options.actors is not None:
         return options.actors
@@ -249,7 +234,7 @@ def run(
             ) from None
     writer = PartWriter(output, settings)
     errors = 0
-    update, close = _progress(progress, len(todo))
+    update, close = progress_callback(progress, len(todo), "Captioning")
     try:
         actors = _pool_size(ray, options)
         context = ray.data.DataContext.get_current()

@@ -35,7 +35,7 @@ import math
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +50,7 @@ from .index_media import IMAGE_PHOTOS, READ_KINDS, encode_views, text_of, view_p
 from .media import BuildReport, MediaIntake, rom_stem
 from .ocr import OCR_INSTALL, TextLine, TextReader, ocr_available
 from .preprocessing import ImageInput, load_image, to_pixels
+from .progress import Progress, progress_callback
 from .text_search import TextMatch, TitleMatcher
 from .vectors import Hnsw, exact_top, import_faiss, serial_dot
 from .whitening import learn_whitening
@@ -68,7 +69,6 @@ SURE_GAP = 0.1  # image similarity of the best game minus the next: clear from h
 CALIBRATION = (4.80, 16.15, -0.72, -2.87)  # logistic: rank score, lead, text read, bias
 
 logger = logging.getLogger(__name__)
-Progress = bool | Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -153,20 +153,6 @@ def _encoder_identity(captioner: Captioner) -> dict:
     manifest = captioner.bundle.manifest
     encoder = manifest["graphs"][ENCODER]
     return {"name": manifest["name"], "encoder_sha256": manifest["files"][encoder]}
-
-
-def _progress_callback(progress: Progress, total: int):
-    if callable(progress):
-        return progress, lambda: None
-    if progress:
-        try:
-            from tqdm.auto import tqdm  # optional: no bar without it
-        except ImportError:
-            pass
-        else:
-            bar = tqdm(total=total, unit="image", desc="Indexing images")
-            return lambda done, _: bar.update(done - bar.n), bar.close
-    return lambda done, total: None, lambda: None
 
 
 def rank_score(
@@ -359,7 +345,7 @@ class GameIndex:
         """
         spec, total = self.captioner.bundle.image_spec, len(intake.media)
         count = IMAGE_PHOTOS if with_photos else 0
-        update, close = _progress_callback(progress, total)
+        update, close = progress_callback(progress, total, "Indexing images")
         images, photos, embedded = [], [], []
         previous = None  # the previous image, None if unusable: a box beside this one
         try:
