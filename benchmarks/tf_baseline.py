@@ -118,6 +118,8 @@ def _encoder(config, trained: bool):
         source = "the run's" if trained else "shipped by packages (offline)"
         return build_encoder(config.encoder, config.encoder_weights), source
     except (RuntimeError, OSError) as error:  # nsfwjs not cached and npm unreachable
+        if config.encoder != "inception_v3":  # the others' weights come with their package
+            raise
         import keras
 
         model = keras.applications.InceptionV3(
@@ -162,6 +164,7 @@ def _serve(connection, bundle_dir: str, run_dir: str | None, threads: int | None
     except Exception as error:  # reported to the parent, which skips with it
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return
+    batches = {}  # batch size -> preprocessed pixels of the encoder requests
     while True:
         request, args = connection.recv()
         if request == "stop":
@@ -171,22 +174,14 @@ def _serve(connection, bundle_dir: str, run_dir: str | None, threads: int | None
         elif request == "encode":  # forward pass alone on already preprocessed pixels
             compiled, batch = args
             encode = model.compiled_encoder if compiled else model._encode
-            connection.send(encode(pixels_by_batch(model, tf, paths, batch)).shape[0])
+            if batch not in batches:  # the first ``batch`` images, preprocessed once
+                chosen = [paths[i % len(paths)] for i in range(batch)]
+                batches[batch] = tf.constant(model.pixels(chosen))
+            connection.send(encode(batches[batch]).shape[0])
         elif request == "caption":  # file to text
             compiled, chunk, steps = args
             caption = model.caption_compiled if compiled else model.caption_eager
             connection.send(caption(list(chunk), steps))
-
-
-_PIXELS: dict = {}
-
-
-def pixels_by_batch(model, tf, paths, batch: int):
-    """The first ``batch`` images, preprocessed once per worker."""
-    if batch not in _PIXELS:
-        chosen = [paths[i % len(paths)] for i in range(batch)]
-        _PIXELS[batch] = tf.constant(model.pixels(chosen))
-    return _PIXELS[batch]
 
 
 class TensorFlowWorker:

@@ -30,10 +30,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .batch_inputs import (
-    RAY_INSTALL,
     BatchItem,
     collect_catalog_media,
     collect_paths,
+    import_extra,
     import_pyarrow,
 )
 from .batch_output import PartWriter, done_keys
@@ -132,13 +132,7 @@ class BatchReport:
 
 
 def import_ray():
-    """Ray with Ray Data, or an ImportError naming the extra that installs it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401  (the submodule)
-    except ImportError as missing:
-        raise ImportError(f"batch jobs need Ray Data and pyarrow: {RAY_INSTALL}") from missing
-    return ray
+    return import_extra("ray", "data")
 
 
 def _settings(options: BatchOptions) -> dict:

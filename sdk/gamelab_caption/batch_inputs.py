@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import importlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -49,14 +50,18 @@ class BatchItem:
         return (self.path, self.clutter)
 
 
-def import_pyarrow():
-    """pyarrow, or an ImportError naming the extra that installs it."""
+def import_extra(package: str, submodule: str):
+    """A package of the ray extra with the submodule it is used through (``ray.data``,
+    ``pyarrow.parquet``), or an ImportError naming the extra that installs it."""
     try:
-        import pyarrow
-        import pyarrow.parquet  # noqa: F401  (the submodule, for its readers)
+        importlib.import_module(f"{package}.{submodule}")
     except ImportError as missing:
         raise ImportError(f"batch jobs need Ray Data and pyarrow: {RAY_INSTALL}") from missing
-    return pyarrow
+    return importlib.import_module(package)
+
+
+def import_pyarrow():
+    return import_extra("pyarrow", "parquet")
 
 
 def _is_glob(text: str) -> bool:
