@@ -41,6 +41,12 @@ class TrainConfig:
     patience: int = 3  # epochs without dev improvement before stopping
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     seed: int = 0
+    # Self-critical sequence training (scst.py), after `train`; 0 epochs skips the stage.
+    scst_epochs: int = 0
+    scst_learning_rate: float = 5e-5
+    scst_samples: int = 5  # captions sampled per image and step, each rewarded by CIDEr-D
+    scst_batch_size: int = 50  # images per step
+    scst_baseline: str = "mean"  # of the other samples of the image (see scst.py), or "greedy"
     decoders: int = 1  # decoders trained with seeds seed, seed+1, ...; averaged at every step
     member_units: str | None = None  # GRU width of each decoder, e.g. "1024,512"; None: units
     feature_batch_size: int = 32  # images per encoder call during feature extraction
@@ -62,6 +68,13 @@ class TrainConfig:
                 f"decoder_weights must be one of {', '.join(DECODER_WEIGHTS)}, "
                 f"got {self.decoder_weights!r}"
             )
+        if self.scst_epochs < 0 or self.scst_samples < 1 or self.scst_batch_size < 1:
+            raise ValueError(
+                "scst_epochs must be >= 0 and scst_samples, scst_batch_size >= 1, got "
+                f"{self.scst_epochs}, {self.scst_samples}, {self.scst_batch_size}"
+            )
+        if self.scst_baseline not in ("mean", "greedy"):
+            raise ValueError(f"scst_baseline must be mean or greedy, got {self.scst_baseline!r}")
         if self.member_units is not None:
             widths = [w.strip() for w in self.member_units.split(",")]
             if len(widths) != self.decoders or not all(w.isdigit() for w in widths):

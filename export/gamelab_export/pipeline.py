@@ -1,7 +1,7 @@
 """The stages of a run. Each reads the previous stage's files from the run folder, skips
 itself when its own outputs exist (so a stopped run resumes), and can be forced to redo.
 
-    prepare -> features -> train -> export -> quantize -> bundle -> tune -> evaluate
+    prepare -> features -> train -> scst -> export -> quantize -> bundle -> tune -> evaluate
 """
 
 from __future__ import annotations
@@ -23,8 +23,23 @@ from .quantize import QUANTIZATION, calibration_sample, quantize_decoder, quanti
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("prepare", "features", "train", "export", "quantize", "bundle", "tune", "evaluate")
-PROGRESS_STAGES = ("features", "train", "evaluate")  # those taking ``progress`` (bars, epochs)
+STAGES = (
+    "prepare",
+    "features",
+    "train",
+    "scst",
+    "export",
+    "quantize",
+    "bundle",
+    "tune",
+    "evaluate",
+)
+PROGRESS_STAGES = (
+    "features",
+    "train",
+    "scst",
+    "evaluate",
+)  # those taking ``progress`` (bars, epochs)
 GRAPH_FILES = {graph: f"{graph}.onnx" for graph in GRAPHS}
 FLICKR8K_LICENCE = (
     "Flickr8k: research use only (University of Illinois terms); images "
@@ -117,6 +132,20 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
     ]
     config.save(config.run_dir / "config.json")  # what trained these checkpoints, e.g. decoders
     return states[0] if len(states) == 1 else {"members": states}
+
+
+def scst(config: TrainConfig, force: bool = False, progress: bool = True) -> dict | None:
+    """Fine-tune the trained decoders by self-critical sequence training (``scst_epochs``;
+    0 skips), resuming a stopped run (``force`` starts again from the trained decoders)."""
+    if config.scst_epochs == 0:
+        logger.info("scst: scst_epochs is 0, skipping")
+        return None
+    from .scst import scst as fine_tune
+
+    train(config, progress=progress)  # done: returns at once
+    sets = features(config, progress=progress)
+    vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
+    return fine_tune(config, vocabulary, sets["train"], sets["dev"], progress, force=force)
 
 
 def _trained_decoder(config: TrainConfig):

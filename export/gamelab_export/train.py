@@ -41,14 +41,9 @@ def _loss_fn(tf, config: TrainConfig):
     return loss
 
 
-def greedy_decode(
-    decoder: CaptionDecoder,
-    features: np.ndarray,
-    vocabulary: Vocabulary,
-    max_words: int,
-    batch_size: int = 250,
-) -> list[str]:
-    """Greedy captions in TensorFlow, batched; used for dev-set model selection."""
+def greedy_decoder(decoder, vocabulary: Vocabulary, max_words: int, batch_size: int = 250):
+    """A function: features (N, L, D) -> greedy captions in TensorFlow, batched; traced once,
+    so that model selection after every epoch does not trace it again."""
     import tensorflow as tf
 
     suppress = np.zeros(len(vocabulary), np.float32)  # as the SDK: never <unk>/<pad>/<start>
@@ -65,11 +60,14 @@ def greedy_decode(
             words.append(token)
         return tf.stack(words, axis=1)
 
-    captions = []
-    for start in range(0, len(features), batch_size):
-        ids = run(tf.constant(features[start : start + batch_size], tf.float32)).numpy()
-        captions.extend(vocabulary.decode(row) for row in ids)
-    return captions
+    def decode(features: np.ndarray) -> list[str]:
+        captions = []
+        for start in range(0, len(features), batch_size):
+            ids = run(tf.constant(features[start : start + batch_size], tf.float32)).numpy()
+            captions.extend(vocabulary.decode(row) for row in ids)
+        return captions
+
+    return decode
 
 
 def dev_bleu4(candidates: list[str], references: list[tuple[str, ...]]) -> float:
@@ -183,6 +181,7 @@ def train(
         return loss_fn(logits, attention, caption_tokens[:, 1:])[1]
 
     dev_refs = [e.captions for e in dev_examples]
+    dev_captions = greedy_decoder(decoder, vocabulary, config.max_words)
     while state["epoch"] < config.epochs and state["stall"] < config.patience:
         epoch = state["epoch"] + 1
         started = time.time()
@@ -209,9 +208,7 @@ def train(
                 for s in range(0, len(dev_tokens), 500)
             ]
         )
-        captions = greedy_decode(
-            decoder, dev_array.astype(np.float32), vocabulary, config.max_words
-        )
+        captions = dev_captions(dev_array.astype(np.float32))
         bleu4 = dev_bleu4(captions, dev_refs)
         record = {
             "epoch": epoch,
@@ -241,15 +238,28 @@ def train(
 
 
 def load_trained_decoder(
-    config: TrainConfig, vocabulary: Vocabulary, feature_dim: int, locations: int
+    config: TrainConfig,
+    vocabulary: Vocabulary,
+    feature_dim: int,
+    locations: int,
+    *,
+    cross_entropy_only: bool = False,
 ) -> CaptionDecoder | DecoderEnsemble:
-    """The best-on-dev decoder of a finished run; an ensemble of them if ``decoders`` > 1."""
+    """The decoder of a finished run, an ensemble of them if ``decoders`` > 1: the SCST
+    fine-tuned weights when the run has ``scst_epochs`` (unless ``cross_entropy_only``), else
+    the best-on-dev weights of ``train``."""
+    from .scst import best_weights
+
+    fine_tuned = config.scst_epochs > 0 and not cross_entropy_only
     members = []
     for member in range(config.decoders):
         weights = checkpoint_dir(config, member) / "best.weights.h5"
+        if fine_tuned:
+            weights = best_weights(config, member)
         if not weights.exists():
+            stage = "scst" if fine_tuned else "train"
             raise FileNotFoundError(
-                f"No trained decoder {member} in {config.run_dir}: run `gamelab-export train`"
+                f"No {stage} decoder {member} in {config.run_dir}: run `gamelab-export {stage}`"
             )
         decoder = build_decoder(config.member(member), len(vocabulary), feature_dim, locations)
         decoder.load_weights(str(weights))
