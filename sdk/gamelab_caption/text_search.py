@@ -89,10 +89,28 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
 
     Args:
         texts: the lines read.
-        vocabulary: words that name games (never dropped as misread boilerplate).
+        vocabulary: words that name games: never dropped as misread boilerplate, and kept
+            even when boilerplate ("master", "star", "world") if their line holds another
+            word of a name that is not ("CLOUD MASTER", but not "SEGA MASTER SYSTEM").
+            A sequel number counts only beside a word that is not boilerplate ("2 PLAYERS").
     """
-    words = title_key(" ".join(texts)).split()
-    return " ".join(word for word in words if not _is_boilerplate(word, vocabulary))
+    kept = []
+    for text in texts:
+        words = title_key(text).split()
+        dropped = [_is_boilerplate(word, vocabulary) for word in words]
+        titled = any(not drop and not word.isdigit() for word, drop in zip(words, dropped))
+        naming = any(
+            len(word) >= 3 and word in vocabulary and not drop
+            for word, drop in zip(words, dropped, strict=True)
+        )
+        for word, drop in zip(words, dropped, strict=True):
+            if word.isdigit():  # "2 PLAYERS", "PUSH 1": a number alone with boilerplate
+                drop = drop or not titled
+            elif drop:
+                drop = not (naming and word in vocabulary)
+            if not drop:
+                kept.append(word)
+    return " ".join(kept)
 
 
 def _numbers(key: str) -> set[str]:

@@ -87,6 +87,7 @@ def test_title_key_makes_releases_and_reads_of_one_title_equal():
         (["STREETS OF RAGE 2"], "streets rage 2"),  # a sequel number stays, a year goes
         (["WONDER BOY", "IN MONSTER LAND", "© SEGA 1988"], "wonder boy in monster land"),
         (["1P START", "2P START"], ""),
+        (["2 PLAYERS", "PUSH 1 PLAY", "CLOUD MASTER"], "cloud"),  # numbers of boilerplate lines
     ],
 )
 def test_clean_read_keeps_title_words_and_drops_boilerplate(lines, words):
@@ -179,6 +180,14 @@ def test_a_title_word_that_looks_like_boilerplate_still_matches(matcher):
     assert matcher.clean(["NIGHTS", "PRESS START"]) == "nights"
     assert matcher.clean(["PHANTASY STAR"]) == "phantasy star"
     assert [name for name, _ in _ranked(matcher, ["NIGHTS INTO DREAMS"])][:1] == [NAMES[11]]
+
+
+def test_a_boilerplate_word_of_a_name_is_kept_beside_the_rest_of_the_name():
+    # "master" names no game on a box's "SEGA MASTER SYSTEM", but it does in "CLOUD MASTER"
+    vocabulary = {"cloud", "master", "darkness", "o"}
+    assert clean_read(["CLOUD MASTER", "SEGA MASTER SYSTEM"], vocabulary) == "cloud master"
+    assert clean_read(["MASTER OF DARKNESS"], vocabulary) == "master darkness"
+    assert clean_read(["REPROGRAMMED GAME O SEGA"], vocabulary) == "o"  # "o" names nothing
 
 
 def test_a_read_with_its_spaces_dropped_matches_the_name(matcher):
