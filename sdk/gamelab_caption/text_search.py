@@ -98,7 +98,9 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
     for text in texts:
         words = title_key(text).split()
         dropped = [_is_boilerplate(word, vocabulary) for word in words]
-        titled = any(not drop and not word.isdigit() for word, drop in zip(words, dropped))
+        titled = any(
+            not drop and not word.isdigit() for word, drop in zip(words, dropped, strict=True)
+        )
         naming = any(
             len(word) >= 3 and word in vocabulary and not drop
             for word, drop in zip(words, dropped, strict=True)
