@@ -70,6 +70,8 @@ def _eval_bleu4(evals: dict, row: dict) -> float | None:
     decoding = "greedy" if row.get("beam", 1) == 1 else f"beam {row['beam']}"
     for entry in evals.get(row["run"], []):
         same_bundle = entry.get("bundle") in (None, row.get("bundle"))
+        if entry.get("data", "test") != "test":  # out-of-domain rows (coco-ood)
+            continue
         if same_bundle and entry.get("model") == model and entry.get("decoding") == decoding:
             return round(float(entry["BLEU-4"]), 2)
     return None

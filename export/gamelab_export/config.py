@@ -17,6 +17,7 @@ class TrainConfig:
     data: str = "../shared/data/flickr8k"  # dataset folder or COCO captions JSON
     dev_data: str | None = None  # COCO only: dev captions JSON (default: data)
     test_data: str | None = None  # COCO only: test captions JSON (default: data)
+    ood_data: str | None = None  # COCO captions JSON scored by `evaluate` only, never tuned on
     images_dir: str | None = None  # default: images/ beside Flickr8k, the JSON's folder for COCO
     output: str = "runs/efficientnet_lite0"  # run folder: features, checkpoints, ONNX, reports
     encoder: str = "efficientnet_lite0"  # key of gamelab_export.encoders.ENCODERS

@@ -92,8 +92,8 @@ def load_dataset(
         path: the dataset folder or its captions file.
         split: "train", "dev" or "test" to keep the images its split file lists; None for all.
             COCO files are split by file, so they take None only.
-        images_dir: where the image files are. Default: ``images/`` next to Flickr8k captions,
-            the JSON's folder for COCO.
+        images_dir: where the image files are. Default: ``images/`` next to the captions file
+            (Flickr8k, and COCO when there is one), else the COCO JSON's folder.
 
     Returns:
         The examples sorted by ``image_id``, and a ``LoadReport`` of what was kept and dropped.
@@ -110,7 +110,8 @@ def load_dataset(
             raise ValueError(f"{source}: a COCO file is already one split; pass split=None")
         rows, file_names = _read_coco(source)
         listed: list[str] | None = list(file_names)
-        default_images = source.parent
+        beside = source.parent / IMAGES_DIR
+        default_images = beside if beside.is_dir() else source.parent
     else:
         rows = _read_csv(source) if _is_csv(source) else _read_token_file(source)
         file_names = {}

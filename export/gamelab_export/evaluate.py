@@ -21,6 +21,7 @@ from .metrics import METRICS, markdown_table, score_captions
 logger = logging.getLogger(__name__)
 
 BEAM_SIZES = (1, 3, 5)
+TEST_DATA = "test"  # the ``data`` of rows scored on the run's test split
 
 
 def _decoding(beam_size: int) -> str:
@@ -28,7 +29,12 @@ def _decoding(beam_size: int) -> str:
 
 
 def _row(
-    model: str, beam_size: int, examples: list[Example], captions: list[str], seconds: float
+    model: str,
+    beam_size: int,
+    examples: list[Example],
+    captions: list[str],
+    seconds: float,
+    data: str = TEST_DATA,
 ) -> dict:
     references = {e.image_id: list(e.captions) for e in examples}
     candidates = dict(zip((e.image_id for e in examples), captions, strict=True))
@@ -36,6 +42,7 @@ def _row(
     row = {
         "model": model,
         "decoding": _decoding(beam_size),
+        "data": data,
         **scores,
         "images": len(examples),
         "seconds": round(seconds, 1),
@@ -64,14 +71,26 @@ def caption_with_bundle(
 
 
 def evaluate_bundle(
-    bundle: str | Path, label: str, examples: list[Example], beam_sizes=BEAM_SIZES
+    bundle: str | Path,
+    label: str,
+    examples: list[Example],
+    beam_sizes=BEAM_SIZES,
+    data: str = TEST_DATA,
 ) -> list[dict]:
+    """One metrics row per beam size; ``data`` names what ``examples`` are (see ``ood_name``)."""
     rows = []
     for beam_size in beam_sizes:
         started = time.time()
         captions = caption_with_bundle(bundle, examples, beam_size)
-        rows.append(_row(label, beam_size, examples, captions, time.time() - started))
+        rows.append(_row(label, beam_size, examples, captions, time.time() - started, data))
     return rows
+
+
+def ood_name(path: str | Path) -> str:
+    """The ``data`` of rows scored on an out-of-domain COCO file: its folder's name
+    (``coco-ood`` for ``../shared/data/coco-ood/captions.json``), or the file's stem."""
+    path = Path(path)
+    return path.parent.name if path.name == "captions.json" else path.stem
 
 
 def caption_with_tensorflow(
@@ -136,7 +155,7 @@ def write_report(rows: list[dict], folder: str | Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / "metrics.json"
     json_path.write_text(json.dumps(rows, indent=1) + "\n")
-    table = markdown_table(rows, ["model", "decoding", *METRICS, "seconds"])
+    table = markdown_table(rows, ["model", "decoding", "data", *METRICS, "seconds"])
     markdown_path = folder / "metrics.md"
     markdown_path.write_text(table + "\n")
     return json_path, markdown_path

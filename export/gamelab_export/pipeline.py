@@ -298,7 +298,7 @@ def tune(config: TrainConfig, force: bool = False) -> dict:
 
 
 def evaluate(config: TrainConfig, force: bool = False, progress: bool = True) -> list[dict]:
-    from .evaluate import evaluate_bundle, evaluate_tensorflow, write_report
+    from .evaluate import evaluate_bundle, evaluate_tensorflow, ood_name, write_report
 
     report = config.run_dir / "eval" / "metrics.json"
     if report.exists() and not force:
@@ -318,6 +318,12 @@ def evaluate(config: TrainConfig, force: bool = False, progress: bool = True) ->
     )
     for precision, folder in bundle_dirs(config).items():
         rows += evaluate_bundle(folder, f"ONNX {precision.upper()}", test_examples, beam_sizes)
+    if config.ood_data:  # captions outside the training data's world: the shipped bundle
+        ood_examples, report = load_dataset(config.ood_data)
+        logger.info("%s", report.summary())
+        name = ood_name(config.ood_data)
+        beam = (config.beam_size,)
+        rows += evaluate_bundle(bundle_dirs(config)["int8"], "ONNX INT8", ood_examples, beam, name)
     write_report(rows, config.run_dir / "eval")
     bundle(config, metrics=rows)  # the measured table goes into both manifests
     return rows

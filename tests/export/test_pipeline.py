@@ -74,10 +74,29 @@ def coco_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run(coco_file, tmp_path_factory):
+def ood_file(tmp_path_factory):
+    """Two other photos in a COCO file with its images/ folder beside it, as coco-ood is."""
+    folder = tmp_path_factory.mktemp("ood")
+    (folder / "images").mkdir()
+    captions = {"coins.png": "old coins on a table", "moon.png": "the moon in the sky"}
+    images, annotations = [], []
+    for image_id, (name, caption) in enumerate(sorted(captions.items()), start=1):
+        (folder / "images" / name).symlink_to(
+            os.path.join(os.path.dirname(skimage_data.__file__), name)
+        )
+        images.append({"id": image_id, "file_name": name})
+        annotations.append({"id": image_id, "image_id": image_id, "caption": caption})
+    path = folder / "captions.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(coco_file, ood_file, tmp_path_factory):
     path, images_dir = coco_file
     output = tmp_path_factory.mktemp("run")
     argv = [f"--data={path}", f"--images_dir={images_dir}", f"--output={output}", *SETTINGS]
+    argv.append(f"--ood_data={ood_file}")
     assert cli.main(["all", "--quiet", *argv]) == 0
     return load_config(None, argv)
 
@@ -116,6 +135,10 @@ def test_all_stages_leave_their_outputs(run):
         assert (folder / name).is_file(), name
     rows = json.loads((folder / "eval" / "metrics.json").read_text())
     assert {row["model"] for row in rows} == {"TensorFlow FP32", "ONNX FP32", "ONNX INT8"}
+    # the out-of-domain file: the shipped (quantised) bundle at the bundle's beam size
+    ood = [row for row in rows if row["data"] != "test"]
+    assert [(r["model"], r["decoding"], r["images"]) for r in ood] == [("ONNX INT8", "beam 3", 2)]
+    assert ood[0]["data"] == os.path.basename(os.path.dirname(run.ood_data))
     manifest = load_bundle(pipeline.bundle_dirs(run)["int8"]).manifest
     assert manifest["metrics"] == rows
     assert manifest["config"]["units"] == 128
