@@ -121,11 +121,19 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
 
     The stages before are run as needed, never forced.
     """
-    from .train import train as train_decoder
+    return _train(config, *_training_data(config, progress), force, progress)
 
+
+def _training_data(config: TrainConfig, progress: bool) -> tuple[Vocabulary, dict]:
+    """The vocabulary and the feature sets, prepared and extracted if not yet done."""
     prepare(config)
     sets = features(config, progress=progress)
-    vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
+    return Vocabulary.load(config.run_dir / "vocab.json"), sets
+
+
+def _train(config: TrainConfig, vocabulary, sets: dict, force: bool, progress: bool) -> dict:
+    from .train import train as train_decoder
+
     states = [
         train_decoder(config, vocabulary, sets["train"], sets["dev"], progress, member, force=force)
         for member in range(config.decoders)
@@ -136,15 +144,15 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
 
 def scst(config: TrainConfig, force: bool = False, progress: bool = True) -> dict | None:
     """Fine-tune the trained decoders by self-critical sequence training (``scst_epochs``;
-    0 skips), resuming a stopped run (``force`` starts again from the trained decoders)."""
+    0 skips), resuming a stopped run (``force`` starts again from the trained decoders).
+    The decoders are trained first if they are not yet."""
     if config.scst_epochs == 0:
         logger.info("scst: scst_epochs is 0, skipping")
         return None
     from .scst import scst as fine_tune
 
-    train(config, progress=progress)  # done: returns at once
-    sets = features(config, progress=progress)
-    vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
+    vocabulary, sets = _training_data(config, progress)
+    _train(config, vocabulary, sets, False, progress)  # trained: returns at once
     return fine_tune(config, vocabulary, sets["train"], sets["dev"], progress, force=force)
 
 

@@ -35,20 +35,20 @@ from gamelab_caption.vocabulary import Vocabulary, tokenize
 
 from .config import TrainConfig
 from .reward import CiderD
-from .train import dev_bleu4, greedy_decoder, load_trained_decoder
+from .train import (
+    dev_bleu4,
+    greedy_decoder,
+    load_trained_decoder,
+    plot_curves,
+    scst_dir,
+    scst_weights,
+    suppression,
+)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_STEPS = 20  # steps between resumable checkpoints within an epoch
 _SUPPRESSED = -1e9  # logit offset of tokens never generated (finite: no NaN gradients)
-
-
-def scst_dir(config: TrainConfig) -> Path:
-    return config.run_dir / "scst"
-
-
-def best_weights(config: TrainConfig, member: int) -> Path:
-    return scst_dir(config) / f"best-{member}.weights.h5"
 
 
 def _references(examples) -> list[list[str]]:
@@ -82,26 +82,20 @@ def _advantage(sampled: np.ndarray, greedy: np.ndarray, baseline: str) -> np.nda
 
 
 def _plot(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [h["epoch"] for h in history]
     trained = [h for h in history if h["sample_reward"] is not None]  # not epoch 0
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("sample_reward", "sampled"), ("greedy_reward", "greedy")):
-        left.plot([h["epoch"] for h in trained], [h[key] for h in trained], "o-",
-                  label=f"{label} CIDEr-D (train, during the epoch)")  # fmt: skip
-    left.set_xlabel("epoch")
-    left.legend()
-    right.plot(epochs, [h["dev_cider"] for h in history], label="dev CIDEr (greedy)")
-    right.plot(epochs, [h["dev_bleu4"] for h in history], label="dev BLEU-4 (greedy)")
-    right.set_xlabel("epoch")
-    right.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    rewards = {
+        f"{kind} CIDEr-D (train, during the epoch)": (
+            [h["epoch"] for h in trained],
+            [h[f"{kind}_reward"] for h in trained],
+        )
+        for kind in ("sample", "greedy")
+    }
+    dev = {
+        "dev CIDEr (greedy)": (epochs, [h["dev_cider"] for h in history]),
+        "dev BLEU-4 (greedy)": (epochs, [h["dev_bleu4"] for h in history]),
+    }
+    plot_curves(path, rewards, dev)
 
 
 def scst(
@@ -115,7 +109,8 @@ def scst(
     """Fine-tune the trained decoder(s) by SCST for ``scst_epochs``; resumes a stopped run.
 
     ``train_set`` / ``dev_set`` are (examples, FeatureSet) pairs. The best-on-dev weights go
-    to ``scst/best-<member>.weights.h5``, which ``load_trained_decoder`` then prefers.
+    to ``scst_weights`` (scst/best-<member>.weights.h5), which ``load_trained_decoder``
+    then prefers.
     Returns the state: history (rewards, dev CIDEr and BLEU-4 per epoch), best epoch.
     """
     import tensorflow as tf
@@ -153,8 +148,7 @@ def scst(
     # seeded once, before tracing (a new global seed makes tf.function trace again)
     tf.random.set_seed(config.seed * 100_000 + state["epoch"] * 1000 + state["step"])
     samples, length = config.scst_samples, config.max_words + 1
-    suppress = np.zeros(len(vocabulary), np.float32)
-    suppress[list(vocabulary.never_generated)] = _SUPPRESSED
+    suppress = suppression(vocabulary, _SUPPRESSED)
     variables = [v for m in members for v in m.trainable_variables]
     shape = tf.TensorSpec((None, locations, feature_dim), tf.float32)
 
@@ -227,7 +221,7 @@ def scst(
         if record["dev_cider"] > state["best_cider"]:
             state.update(best_cider=record["dev_cider"], best_epoch=epoch, stall=0)
             for member, decoder in enumerate(members):
-                decoder.save_weights(str(best_weights(config, member)))
+                decoder.save_weights(str(scst_weights(config, member)))
         else:
             state["stall"] += 1
         state.update(epoch=epoch, step=0, running=[])

@@ -46,8 +46,7 @@ def greedy_decoder(decoder, vocabulary: Vocabulary, max_words: int, batch_size: 
     so that model selection after every epoch does not trace it again."""
     import tensorflow as tf
 
-    suppress = np.zeros(len(vocabulary), np.float32)  # as the SDK: never <unk>/<pad>/<start>
-    suppress[list(vocabulary.never_generated)] = -np.inf
+    suppress = suppression(vocabulary)
 
     @tf.function(reduce_retracing=True, autograph=False)  # static Python loops only
     def run(batch):
@@ -80,24 +79,39 @@ def dev_bleu4(candidates: list[str], references: list[tuple[str, ...]]) -> float
     return 100.0 * scores[3]
 
 
-def _plot(history: list[dict], path: Path) -> None:
+def plot_curves(path: Path, left: dict[str, tuple], right: dict[str, tuple]) -> None:
+    """Two panels of per-epoch curves: label -> (epochs, values) on each side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [h["train_loss"] for h in history], label="train loss")
-    left.plot(epochs, [h["dev_nll"] for h in history], label="dev nll")
-    left.set_xlabel("epoch")
-    left.legend()
-    right.plot(epochs, [h["dev_bleu4"] for h in history], label="dev BLEU-4 (greedy)")
-    right.set_xlabel("epoch")
-    right.legend()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, curves in zip(axes, (left, right), strict=True):
+        for label, (epochs, values) in curves.items():
+            axis.plot(epochs, values, "o-", label=label)
+        axis.set_xlabel("epoch")
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _plot(history: list[dict], path: Path) -> None:
+    epochs = [h["epoch"] for h in history]
+    left = {
+        "train loss": (epochs, [h["train_loss"] for h in history]),
+        "dev nll": (epochs, [h["dev_nll"] for h in history]),
+    }
+    plot_curves(path, left, {"dev BLEU-4 (greedy)": (epochs, [h["dev_bleu4"] for h in history])})
+
+
+def suppression(vocabulary: Vocabulary, value: float = -np.inf) -> np.ndarray:
+    """(V,) logit offsets: ``value`` for the tokens never generated (<pad>, <start>, <unk>,
+    as the SDK), 0 elsewhere."""
+    offsets = np.zeros(len(vocabulary), np.float32)
+    offsets[list(vocabulary.never_generated)] = value
+    return offsets
 
 
 def _member_suffix(member: int) -> str:
@@ -107,6 +121,16 @@ def _member_suffix(member: int) -> str:
 
 def checkpoint_dir(config: TrainConfig, member: int = 0) -> Path:
     return config.run_dir / f"checkpoints{_member_suffix(member)}"
+
+
+def scst_dir(config: TrainConfig) -> Path:
+    """Where the scst stage (scst.py) keeps its checkpoints and fine-tuned weights."""
+    return config.run_dir / "scst"
+
+
+def scst_weights(config: TrainConfig, member: int) -> Path:
+    """Member ``member``'s best-on-dev weights after SCST."""
+    return scst_dir(config) / f"best-{member}.weights.h5"
 
 
 def train(
@@ -248,14 +272,12 @@ def load_trained_decoder(
     """The decoder of a finished run, an ensemble of them if ``decoders`` > 1: the SCST
     fine-tuned weights when the run has ``scst_epochs`` (unless ``cross_entropy_only``), else
     the best-on-dev weights of ``train``."""
-    from .scst import best_weights
-
     fine_tuned = config.scst_epochs > 0 and not cross_entropy_only
     members = []
     for member in range(config.decoders):
         weights = checkpoint_dir(config, member) / "best.weights.h5"
         if fine_tuned:
-            weights = best_weights(config, member)
+            weights = scst_weights(config, member)
         if not weights.exists():
             stage = "scst" if fine_tuned else "train"
             raise FileNotFoundError(

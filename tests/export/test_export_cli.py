@@ -33,17 +33,11 @@ SETTINGS = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, write_coco):
     """A run folder after `train --quiet` (vocabulary, features, one epoch), and the data
     settings that made it."""
     folder = tmp_path_factory.mktemp("cli")
-    images, annotations = [], []
-    for image_id, (name, captions) in enumerate(sorted(CAPTIONS.items()), start=1):
-        images.append({"id": image_id, "file_name": name})
-        for caption in captions:
-            annotations.append({"id": len(annotations), "image_id": image_id, "caption": caption})
-    data = folder / "captions.json"
-    data.write_text(json.dumps({"images": images, "annotations": annotations}))
+    data = write_coco(folder / "captions.json", CAPTIONS)
     images_dir = os.path.dirname(skimage_data.__file__)
     settings = [f"--data={data}", f"--images_dir={images_dir}", *SETTINGS]
     run_dir = folder / "run"

@@ -60,35 +60,23 @@ def _assert_normalised(log_probs: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def coco_file(tmp_path_factory):
+def coco_file(tmp_path_factory, write_coco):
     folder = tmp_path_factory.mktemp("coco")
     images_dir = os.path.dirname(skimage_data.__file__)
-    images, annotations = [], []
-    for image_id, (name, captions) in enumerate(sorted(CAPTIONS.items()), start=1):
-        images.append({"id": image_id, "file_name": name})
-        for caption in captions:
-            annotations.append({"id": len(annotations), "image_id": image_id, "caption": caption})
-    path = folder / "captions_tiny.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations}))
-    return path, images_dir
+    return write_coco(folder / "captions_tiny.json", CAPTIONS), images_dir
 
 
 @pytest.fixture(scope="module")
-def ood_file(tmp_path_factory):
+def ood_file(tmp_path_factory, write_coco):
     """Two other photos in a COCO file with its images/ folder beside it, as coco-ood is."""
     folder = tmp_path_factory.mktemp("ood")
     (folder / "images").mkdir()
-    captions = {"coins.png": "old coins on a table", "moon.png": "the moon in the sky"}
-    images, annotations = [], []
-    for image_id, (name, caption) in enumerate(sorted(captions.items()), start=1):
+    captions = {"coins.png": ["old coins on a table"], "moon.png": ["the moon in the sky"]}
+    for name in captions:
         (folder / "images" / name).symlink_to(
             os.path.join(os.path.dirname(skimage_data.__file__), name)
         )
-        images.append({"id": image_id, "file_name": name})
-        annotations.append({"id": image_id, "image_id": image_id, "caption": caption})
-    path = folder / "captions.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations}))
-    return path
+    return write_coco(folder / "captions.json", captions)
 
 
 @pytest.fixture(scope="module")

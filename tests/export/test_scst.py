@@ -3,7 +3,6 @@ domain test images) with three hand-written captions each, a small decoder train
 cross-entropy, then fine-tuned on its own captions (80 steps). They must earn more CIDEr-D."""
 
 import dataclasses
-import json
 import os
 import shutil
 
@@ -17,8 +16,8 @@ from gamelab_caption.vocabulary import Vocabulary  # noqa: E402
 from gamelab_export import pipeline  # noqa: E402
 from gamelab_export.config import load_config  # noqa: E402
 from gamelab_export.encoders import encoder_spec  # noqa: E402
-from gamelab_export.scst import _until_end, best_weights  # noqa: E402
-from gamelab_export.train import load_trained_decoder  # noqa: E402
+from gamelab_export.scst import _until_end  # noqa: E402
+from gamelab_export.train import load_trained_decoder, scst_weights  # noqa: E402
 
 TOY_CAPTIONS = {
     "brick.png": ["a red brick wall", "a wall of red bricks", "red bricks in a wall"],
@@ -50,15 +49,9 @@ TOY_SETTINGS = [
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
+def toy_run(tmp_path_factory, write_coco):
     folder = tmp_path_factory.mktemp("toy")
-    images, annotations = [], []
-    for image_id, (name, captions) in enumerate(sorted(TOY_CAPTIONS.items()), start=1):
-        images.append({"id": image_id, "file_name": name})
-        for caption in captions:
-            annotations.append({"id": len(annotations), "image_id": image_id, "caption": caption})
-    data = folder / "captions_toy.json"
-    data.write_text(json.dumps({"images": images, "annotations": annotations}))
+    data = write_coco(folder / "captions_toy.json", TOY_CAPTIONS)
     images_dir = os.path.dirname(skimage_data.__file__)
     argv = [f"--data={data}", f"--images_dir={images_dir}", f"--output={folder / 'run'}"]
     config = load_config(None, [*argv, *TOY_SETTINGS])
@@ -90,7 +83,7 @@ def test_the_run_then_uses_the_fine_tuned_weights(toy_run, tmp_path):
     cross_entropy = load_trained_decoder(*args, cross_entropy_only=True)
     for variable in cross_entropy.weights:  # stands for fine-tuned weights: all moved
         variable.assign(variable + 0.5)
-    cross_entropy.save_weights(str(best_weights(run, 0)))
+    cross_entropy.save_weights(str(scst_weights(run, 0)))
     fine_tuned = load_trained_decoder(*args)
     for moved, loaded in zip(cross_entropy.weights, fine_tuned.weights, strict=True):
         np.testing.assert_array_equal(moved.numpy(), loaded.numpy())
