@@ -90,7 +90,7 @@ def _open(source: object) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("Image bytes are empty")
-        return Image.open(io.BytesIO(bytes(source)))
+        return Image.open(io.BytesIO(source))  # shares a bytes object, copies the rest
     if hasattr(source, "read"):
         return Image.open(source)
     raise ImageError(

@@ -153,6 +153,12 @@ def test_many_large_uploads_at_once_keep_peak_memory_flat(tiny_bundle):
                 break
             except OSError:
                 time.sleep(0.1)
+        # One refused upload first: what the first request loads once (Pillow's format
+        # plugins, allocator arenas) is not what this test measures.
+        warm_up = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        warm_up.request("POST", "/v1/caption", os.urandom(2**20), {"Content-Type": "image/png"})
+        assert warm_up.getresponse().status == 415
+        warm_up.close()
         before = _peak_rss_mb(server.pid)
         statuses = []
 
@@ -183,7 +189,9 @@ def test_many_large_uploads_at_once_keep_peak_memory_flat(tiny_bundle):
         server.wait(timeout=30)
     assert len(statuses) == clients
     assert 415 in statuses, "some bodies were read to the end (random bytes: not an image)"
-    assert growth < 32 + 48, f"peak RSS grew by {growth:.0f} MiB"
+    # Measured here: 50-60 MiB with the budget (32 MiB of bodies, one decoder copy, the
+    # allocator's slack), 310 MiB without it (a budget of 32 uploads).
+    assert growth < 32 + 64, f"peak RSS grew by {growth:.0f} MiB"
 
 
 def test_a_search_request_decodes_the_upload_once(captioner, game_index, monkeypatch):
@@ -200,7 +208,7 @@ def test_a_search_request_decodes_the_upload_once(captioner, game_index, monkeyp
     with TestClient(create_app(captioner, game_index, workers=1)) as client:
         found = client.post("/v1/search", content=_png(), headers={"content-type": "image/png"})
     assert found.status_code == 200 and found.json()["games"]
-    assert opened == ["bytes"], "caption, search and OCR share the one decoded image"
+    assert opened == ["bytearray"], "caption, search and OCR share the one decoded image"
 
 
 def test_a_decoded_image_is_passed_on_without_a_copy():

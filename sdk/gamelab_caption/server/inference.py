@@ -36,7 +36,7 @@ def _milliseconds(start: float) -> float:
 
 def analyse(
     captioner: Captioner,
-    data: bytes,
+    data: bytes | bytearray,
     *,
     beam_size: int,
     return_attention: bool,

@@ -100,7 +100,16 @@ async def _form_image(request: Request) -> bytes:
         await form.close()
 
 
-async def read_image(request: Request, max_bytes: int) -> bytes:
+async def _raw_body(request: Request) -> bytearray:
+    # Appended in place: Starlette's ``body()`` joins a list of chunks, which holds every
+    # body twice at the end, and the buffer budget counts each body once.
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+    return body
+
+
+async def read_image(request: Request, max_bytes: int) -> bytes | bytearray:
     """The image bytes of an upload, from a multipart form or the raw body.
 
     Args:
@@ -121,7 +130,7 @@ async def read_image(request: Request, max_bytes: int) -> bytes:
         raise _too_large(max_bytes)
     limited = _limited(request, limit)
     try:
-        data = await (_form_image(limited) if is_form else limited.body())
+        data = await (_form_image(limited) if is_form else _raw_body(limited))
     except UploadTooLarge:
         raise _too_large(max_bytes) from None
     if len(data) > max_bytes:
