@@ -48,6 +48,11 @@ class TrainConfig:
     scst_samples: int = 5  # captions sampled per image and step, each rewarded by CIDEr-D
     scst_batch_size: int = 50  # images per step
     scst_baseline: str = "mean"  # of the other samples of the image (see scst.py), or "greedy"
+    # Sequence-level distillation (distill.py): a bundle (bundled name or folder) captions the
+    # training photos and its best beams are the decoder's training captions; None: off.
+    distill_from: str | None = None
+    distill_captions: int = 3  # the teacher's best beams per photo
+    distill_human: bool = False  # also train on the human captions
     decoders: int = 1  # decoders trained with seeds seed, seed+1, ...; averaged at every step
     member_units: str | None = None  # GRU width of each decoder, e.g. "1024,512"; None: units
     feature_batch_size: int = 32  # images per encoder call during feature extraction
@@ -74,6 +79,8 @@ class TrainConfig:
                 "scst_epochs must be >= 0 and scst_samples, scst_batch_size >= 1, got "
                 f"{self.scst_epochs}, {self.scst_samples}, {self.scst_batch_size}"
             )
+        if self.distill_captions < 1:
+            raise ValueError(f"distill_captions must be >= 1, got {self.distill_captions}")
         if self.scst_baseline not in ("mean", "greedy"):
             raise ValueError(f"scst_baseline must be mean or greedy, got {self.scst_baseline!r}")
         if self.member_units is not None:

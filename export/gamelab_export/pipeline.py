@@ -1,7 +1,11 @@
 """The stages of a run. Each reads the previous stage's files from the run folder, skips
 itself when its own outputs exist (so a stopped run resumes), and can be forced to redo.
 
-    prepare -> features -> train -> scst -> export -> quantize -> bundle -> tune -> evaluate
+    teach -> prepare -> features -> train -> scst -> export -> quantize -> bundle -> tune
+    -> evaluate
+
+``teach`` does something only when distilling (``distill_from``): the decoder then trains on
+the teacher's captions, and the vocabulary is built from them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .quantize import QUANTIZATION, calibration_sample, quantize_decoder, quanti
 logger = logging.getLogger(__name__)
 
 STAGES = (
+    "teach",
     "prepare",
     "features",
     "train",
@@ -35,6 +40,7 @@ STAGES = (
     "evaluate",
 )
 PROGRESS_STAGES = (
+    "teach",
     "features",
     "train",
     "scst",
@@ -71,6 +77,27 @@ def bundle_name(config: TrainConfig) -> str:
     return config.bundle_name or config.encoder.replace("_", "-")
 
 
+def teach(config: TrainConfig, force: bool = False, progress: bool = True) -> dict | None:
+    """The ``distill_from`` bundle's captions of the training photos (None when not
+    distilling), cached in the run folder; ``force`` captions them again."""
+    if config.distill_from is None:
+        logger.info("teach: no distill_from, skipping")
+        return None
+    from .distill import teacher_captions
+
+    return teacher_captions(config, load_split(config, "train")[0], progress, force)
+
+
+def _taught(config: TrainConfig, examples: list, progress: bool = True) -> list:
+    """The training examples with the captions the decoder trains on: the teacher's when
+    distilling (and the human ones with ``distill_human``), else their own."""
+    if config.distill_from is None:
+        return examples
+    from .distill import distilled
+
+    return distilled(examples, teach(config, progress=progress), config.distill_human)
+
+
 def prepare(config: TrainConfig, force: bool = False) -> None:
     folder = config.run_dir
     vocab_path = folder / "vocab.json"
@@ -79,7 +106,7 @@ def prepare(config: TrainConfig, force: bool = False) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     splits = _splits(config)
-    train_examples = splits["train"][0]
+    train_examples = _taught(config, splits["train"][0])
     vocabulary = Vocabulary.build(
         (c for e in train_examples for c in e.captions),
         min_count=config.vocab_min_count,
@@ -125,9 +152,12 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
 
 
 def _training_data(config: TrainConfig, progress: bool) -> tuple[Vocabulary, dict]:
-    """The vocabulary and the feature sets, prepared and extracted if not yet done."""
+    """The vocabulary and the feature sets, prepared and extracted if not yet done; with
+    ``distill_from`` the training photos carry the teacher's captions."""
     prepare(config)
     sets = features(config, progress=progress)
+    examples, extracted = sets["train"]
+    sets["train"] = (_taught(config, examples, progress), extracted)
     return Vocabulary.load(config.run_dir / "vocab.json"), sets
 
 
