@@ -152,18 +152,18 @@ def train(config: TrainConfig, force: bool = False, progress: bool = True) -> di
 
 
 def _training_data(config: TrainConfig, progress: bool) -> tuple[Vocabulary, dict]:
-    """The vocabulary and the feature sets, prepared and extracted if not yet done; with
-    ``distill_from`` the training photos carry the teacher's captions."""
+    """The vocabulary and the feature sets (human captions), prepared and extracted if not
+    yet done."""
     prepare(config)
     sets = features(config, progress=progress)
-    examples, extracted = sets["train"]
-    sets["train"] = (_taught(config, examples, progress), extracted)
     return Vocabulary.load(config.run_dir / "vocab.json"), sets
 
 
 def _train(config: TrainConfig, vocabulary, sets: dict, force: bool, progress: bool) -> dict:
     from .train import train as train_decoder
 
+    examples, extracted = sets["train"]  # distilling: the teacher's captions are the targets
+    sets = {**sets, "train": (_taught(config, examples, progress), extracted)}
     states = [
         train_decoder(config, vocabulary, sets["train"], sets["dev"], progress, member, force=force)
         for member in range(config.decoders)
@@ -183,6 +183,7 @@ def scst(config: TrainConfig, force: bool = False, progress: bool = True) -> dic
 
     vocabulary, sets = _training_data(config, progress)
     _train(config, vocabulary, sets, False, progress)  # trained: returns at once
+    # The reward is CIDEr-D against the human captions, also when the decoder was distilled.
     return fine_tune(config, vocabulary, sets["train"], sets["dev"], progress, force=force)
 
 
