@@ -288,7 +288,7 @@ def draw_screen():
 
 # Files that take minutes (training and exporting models): first, so that with ``-n auto
 # --dist loadfile`` they run beside the rest of the suite rather than after it.
-SLOWEST_FILES = ("test_pipeline.py", "test_scst.py", "test_export_cli.py")
+SLOWEST_FILES = ("test_pipeline.py", "test_scst.py", "test_distill.py", "test_export_cli.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
