@@ -50,9 +50,16 @@ def teacher_captions(
         return {e.image_id: done[e.image_id] for e in examples if done[e.image_id]}
     teacher = Captioner(config.distill_from)
     beam_size = max(config.beam_size, config.distill_captions)
-    (path.parent / "teacher.json").write_text(
-        json.dumps({"teacher": teacher.name, "beam_size": beam_size}, indent=1) + "\n"
-    )
+    manifest = teacher.bundle.manifest
+    described = {  # a bundled name can later mean another bundle: say which one taught
+        "teacher": teacher.name,
+        "description": manifest.get("description"),
+        "created": manifest.get("provenance", {}).get("created"),
+        "files": manifest.get("files"),
+        "beam_size": beam_size,
+        "captions_per_photo": config.distill_captions,
+    }
+    (path.parent / "teacher.json").write_text(json.dumps(described, indent=1) + "\n")
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), disable=not progress)
     bar.set_description(f"teacher {teacher.name}")
     with path.open("a") as cache:

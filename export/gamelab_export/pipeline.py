@@ -22,6 +22,7 @@ from gamelab_caption.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 from .config import TrainConfig
 from .data import load_dataset
+from .distill import teacher_file
 from .encoders import encoder_spec
 from .quantize import QUANTIZATION, calibration_sample, quantize_decoder, quantize_encoder
 
@@ -251,6 +252,22 @@ def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -
         if config.decoders == 1
         else f"ensemble of {config.decoders} Bahdanau-attention GRU decoders"
     )
+    provenance = {
+        "training_data": str(config.data),
+        "training_data_licence": FLICKR8K_LICENCE,
+        "encoder_weights": spec.weights_source
+        if config.encoder_weights is None
+        else str(config.encoder_weights),
+        "encoder_weights_licence": spec.licence,
+        "toolchain": f"gamelab-caption-sdk {__version__}",
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    teacher = teacher_file(config).with_name("teacher.json")
+    if config.distill_from is not None and teacher.exists():
+        provenance["teacher"] = json.loads(teacher.read_text())
+        decoders += f" distilled from {provenance['teacher']['description']}"
+    if config.scst_epochs:
+        decoders += ", fine-tuned by SCST"
     return {
         "name": bundle_name(config),
         "description": f"{spec.name} encoder + {decoders}, {precision}",
@@ -270,16 +287,7 @@ def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -
             "length_penalty": _length_penalty(config),
             "beam_size": config.beam_size,
         },
-        "provenance": {
-            "training_data": str(config.data),
-            "training_data_licence": FLICKR8K_LICENCE,
-            "encoder_weights": spec.weights_source
-            if config.encoder_weights is None
-            else str(config.encoder_weights),
-            "encoder_weights_licence": spec.licence,
-            "toolchain": f"gamelab-caption-sdk {__version__}",
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
+        "provenance": provenance,
         "config": config.to_dict(),
         "metrics": metrics or [],
     }

@@ -101,9 +101,9 @@ def test_the_teacher_captions_every_training_photo_with_its_best_beams(
     taught = pipeline.run_stage("teach", three, progress=False)
     assert taught == {i: tuple(beams) for i, beams in _by_id(three, teacher_beams).items()}
     assert _cached(three) == _by_id(three, teacher_beams)
-    assert (
-        json.loads((teacher_file(three).parent / "teacher.json").read_text())["teacher"] == TEACHER
-    )
+    described = json.loads((teacher_file(three).parent / "teacher.json").read_text())
+    assert described["teacher"] == TEACHER
+    assert described["files"] == Captioner(TEACHER).bundle.manifest["files"]
 
 
 def test_a_stopped_teacher_resumes_without_captioning_a_photo_twice(tmp_path, toy_config):
@@ -161,3 +161,11 @@ def test_scst_of_a_student_is_rewarded_against_the_human_captions(toy_student, t
     # against the teacher's, its samples earned a CIDEr-D of 4.5 here; against the human
     # ones, 0.17.
     assert state["history"][-1]["sample_reward"] < 0.5, state["history"]
+
+
+def test_the_students_manifest_names_its_teacher(toy_student):
+    config, _ = toy_student
+    manifest = pipeline._manifest(config, "int8", None)
+    teacher = Captioner(TEACHER).bundle.manifest
+    assert manifest["provenance"]["teacher"]["files"] == teacher["files"]
+    assert f"distilled from {teacher['description']}" in manifest["description"]
