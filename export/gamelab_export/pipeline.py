@@ -264,8 +264,8 @@ def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -
     }
     teacher = teacher_file(config).with_name("teacher.json")
     if config.distill_from is not None and teacher.exists():
-        provenance["teacher"] = json.loads(teacher.read_text())
-        decoders += f" distilled from {provenance['teacher']['description']}"
+        provenance["teacher"] = taught_by = json.loads(teacher.read_text())
+        decoders += f" distilled from bundle {taught_by['teacher']} ({taught_by['created']})"
     if config.scst_epochs:
         decoders += ", fine-tuned by SCST"
     return {

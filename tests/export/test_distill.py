@@ -168,4 +168,5 @@ def test_the_students_manifest_names_its_teacher(toy_student):
     manifest = pipeline._manifest(config, "int8", None)
     teacher = Captioner(TEACHER).bundle.manifest
     assert manifest["provenance"]["teacher"]["files"] == teacher["files"]
-    assert f"distilled from {teacher['description']}" in manifest["description"]
+    created = teacher["provenance"]["created"]
+    assert f"distilled from bundle {TEACHER} ({created})" in manifest["description"]

@@ -2,7 +2,8 @@
 
 Run it when a bundle or the decoding changes, read the diff, and commit it with the change:
 
-    python tests/golden/regenerate.py
+    python tests/golden/regenerate.py            # adds or replaces this CPU class's captions
+    python tests/golden/regenerate.py --fresh    # a bundle changed: the other class is stale
 
 Captions are recorded per CPU class: ONNX Runtime runs its INT8 kernels with other
 instructions where the CPU has VNNI (AVX512-VNNI, AVX-VNNI, AMX) than where it has not, so
@@ -29,6 +30,7 @@ PHOTOS = {
     "flickr8k/1119015538_e8e796281e.jpg": FLICKR8K / "1119015538_e8e796281e.jpg",
     "examples/grace_hopper.jpg": EXAMPLES / "grace_hopper.jpg",
     "examples/cat.jpg": EXAMPLES / "cat.jpg",
+    "examples/camera.jpg": EXAMPLES / "camera.jpg",
 }
 BEAMS = (1, 3)
 GOLDEN = Path(__file__).with_name("captions.json")
@@ -61,7 +63,8 @@ if __name__ == "__main__":
     missing = [str(path) for path in PHOTOS.values() if not path.is_file()]
     if missing:
         sys.exit(f"golden photos not found (../shared/data is needed): {', '.join(missing)}")
-    recorded = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {}
+    fresh = "--fresh" in sys.argv[1:]
+    recorded = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() and not fresh else {}
     recorded[cpu_class()] = captions()
     GOLDEN.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
     print(f"wrote the {cpu_class()} captions of {GOLDEN}")
