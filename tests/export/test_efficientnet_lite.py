@@ -76,3 +76,23 @@ def test_weights_of_another_layout_are_refused():
     assert "missing: _conv_head.weight" in message
     assert "unused: _extra.weight" in message
     assert "_blocks.0._bn1.weight (8,) != (32,)" in message
+
+
+@pytest.mark.parametrize(
+    ("variant", "side", "grid", "espresso"),
+    # Measured with this port; the loader refuses any tensor of another shape or name, so
+    # the depth and width multipliers are those of the checkpoints.
+    [("lite1", 240, 8, 0.6948), ("lite2", 260, 9, 0.8722)],
+)
+def test_the_larger_encoders_load_their_weights_and_see_espresso(variant, side, grid, espresso):
+    from gamelab_export.encoders import build_encoder, encoder_spec
+
+    image = ImageSpec(size=(side, side), resize="bilinear", mean=(127,) * 3, std=(128,) * 3)
+    spec = encoder_spec(f"efficientnet_{variant}")
+    assert spec.image == image and spec.grid == (grid, grid)
+    pixels = preprocess(importlib.resources.files("skimage") / "data" / "coffee.png", image)
+    probabilities = np.asarray(build_efficientnet_lite(variant, include_top=True)(pixels[None]))[0]
+    assert int(probabilities.argmax()) == ESPRESSO
+    assert probabilities[ESPRESSO] == pytest.approx(espresso, abs=0.02)
+    features = build_encoder(spec.name)(pixels[None])
+    assert tuple(features.shape) == (1, grid, grid, 1280)
