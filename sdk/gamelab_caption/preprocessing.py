@@ -76,7 +76,7 @@ class ImageSpec:
 def _describe(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
         return f"'{os.fspath(source)}'"
-    if isinstance(source, bytes):
+    if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes>"
     return f"<{type(source).__name__}>"
 

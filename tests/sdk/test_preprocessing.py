@@ -154,6 +154,7 @@ def test_image_error_is_a_value_error():
     ("source", "message"),
     [
         (b"this is plain text, not an image", r"Cannot read <32 bytes> as an image"),
+        (bytearray(b"an upload, not an image"), r"Cannot read <23 bytes> as an image"),
         (b"", "empty"),
         (np.zeros((4, 4, 3), dtype=np.float32), "uint8"),
         (np.zeros((4, 4), dtype=np.uint8), r"HxWx3.*\(4, 4\)"),
@@ -163,6 +164,7 @@ def test_image_error_is_a_value_error():
     ],
     ids=[
         "text-bytes",
+        "text-bytearray",
         "empty-bytes",
         "float-array",
         "2d-array",
