@@ -9,6 +9,7 @@ V vocabulary size, U hidden width, L attention locations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,14 +47,15 @@ def _top(scores: np.ndarray, count: int) -> np.ndarray:
     """Indices of the ``count`` best scores per row, best first, ties by lower index.
 
     A stable argsort's order (but for ties at the cut), at O(K V) instead of O(K V log K V).
+    Plain fancy indexing, not take_along_axis: at these sizes numpy's call overhead is the cost.
     """
+    rows = np.arange(scores.shape[0])[:, None]
     if count < scores.shape[1]:
         candidates = np.argpartition(-scores, count - 1, axis=1)[:, :count]  # (A, count)
     else:
         candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    values = np.take_along_axis(scores, candidates, axis=1)
-    order = np.lexsort((candidates, -values), axis=1)  # by score, then by index
-    return np.take_along_axis(candidates, order, axis=1)
+    order = np.lexsort((candidates, -scores[rows, candidates]), axis=1)  # by score, then index
+    return candidates[rows, order]
 
 
 def normalise(log_prob: float, length: int, length_penalty: float) -> float:
@@ -125,29 +127,35 @@ def beam_search(
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
-    batch, width = hidden.shape
+    batch = hidden.shape[0]
     k = beam_size
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    active = np.arange(batch)  # (A,) original index of each unfinished image
+    active = list(range(batch))  # original index of each unfinished image
     hidden = np.repeat(hidden, k, axis=0)  # (R, U)
-    tokens = np.full((batch, k, 0), start_id, dtype=np.int64)  # (A, K, t) words so far
+    # Python tuples and lists from here on: at K x a few words, numpy's per-call cost is what
+    # a step's bookkeeping would spend its time on (measured: about half of it).
+    tokens: list[list[tuple[int, ...]]] = [[()] * k for _ in range(batch)]  # [A][K] words
     log_probs = np.full((batch, k), -np.inf)  # (A, K); only beam 0 is live at the start
     log_probs[:, 0] = 0.0
     attention_history: np.ndarray | None = None  # (A, K, t, L)
+    mask = None  # (V,) 0, or -inf where a word is suppressed
 
     for t in range(max_length):
-        last = tokens[:, :, -1] if t else np.full((len(active), k), start_id, dtype=np.int64)
-        image_rows = np.repeat(active, k)  # (R,)
-        step_log_probs, hidden, attention = step(last.reshape(-1), hidden, image_rows)
-        if suppress_ids:
-            step_log_probs = step_log_probs.copy()  # ONNX Runtime's output may be read-only
-            step_log_probs[:, list(suppress_ids)] = -np.inf
+        last = [beam[-1] if beam else start_id for beams in tokens for beam in beams]
+        image_rows = np.repeat(np.asarray(active), k)  # (R,)
+        step_log_probs, hidden, attention = step(np.asarray(last, np.int64), hidden, image_rows)
         vocab = step_log_probs.shape[1]
+        if suppress_ids and mask is None:
+            mask = np.zeros(vocab, step_log_probs.dtype)
+            mask[list(suppress_ids)] = -np.inf
+        if mask is not None:
+            step_log_probs = step_log_probs + mask  # ONNX Runtime's output may be read-only
         candidates = log_probs[:, :, None] + step_log_probs.reshape(len(active), k, vocab)
         flat = candidates.reshape(len(active), k * vocab)  # (A, K*V)
         # Best 2K per image: enough that K survive even if K of them end here.
         n_best = min(2 * k, flat.shape[1])
         best = _top(flat, n_best)  # (A, 2K)
+        best_scores = flat[np.arange(len(active))[:, None], best].tolist()
         if keep_attention:
             attention = attention.reshape(len(active), k, -1)  # (A, K, L)
             if attention_history is None:
@@ -158,19 +166,19 @@ def beam_search(
         keep_images, new_rows, new_tokens, new_log_probs = [], [], [], []
         for a, image in enumerate(active):
             rows, words, scores = [], [], []
-            for rank, flat_index in enumerate(best[a]):
-                score = flat[a, flat_index]
-                if not np.isfinite(score):
+            candidates_a = zip(best[a].tolist(), best_scores[a], strict=True)
+            for rank, (flat_index, score) in enumerate(candidates_a):
+                if not math.isfinite(score):
                     break
-                beam, word = int(flat_index // vocab), int(flat_index % vocab)
+                beam, word = divmod(flat_index, vocab)
                 if word == end_id:
                     # An <end> outside the top K is no contender (as in HF transformers):
                     # accepting it lets K poor short captions stop the search early.
                     if rank < k:
                         hypothesis = Hypothesis(
-                            tokens=tuple(int(x) for x in tokens[a, beam]),
+                            tokens=tokens[a][beam],
                             score=normalise(score, t + 1, length_penalty),
-                            log_prob=float(score),
+                            log_prob=score,
                             finished=True,
                             attention=None
                             if attention_history is None
@@ -199,30 +207,29 @@ def beam_search(
             while len(rows) < k:  # too few live candidates (tiny vocabularies): pad, dead
                 rows.append(rows[0])
                 words.append(words[0])
-                scores.append(-np.inf)
+                scores.append(-math.inf)
             keep_images.append(a)
-            new_rows.append(a * k + np.asarray(rows))
-            new_tokens.append(np.concatenate([tokens[a, rows], np.asarray(words)[:, None]], 1))
+            new_rows.extend(a * k + row for row in rows)
+            extended = zip(rows, words, strict=True)
+            new_tokens.append([tokens[a][row] + (word,) for row, word in extended])
             new_log_probs.append(scores)
 
         if not keep_images:
-            active = active[:0]
             break
-        keep = np.asarray(keep_images)
-        rows = np.concatenate(new_rows)  # (R',) rows of the previous step each beam extends
+        rows = np.asarray(new_rows)  # (R',) rows of the previous step each beam extends
         hidden = hidden[rows]
-        tokens = np.stack(new_tokens)  # (A', K, t + 1)
+        tokens = new_tokens
         log_probs = np.asarray(new_log_probs, dtype=np.float64)
         if attention_history is not None:
             attention_history = attention_history.reshape(-1, *attention_history.shape[2:])
-            attention_history = attention_history[rows].reshape(len(keep), k, t + 1, -1)
-        active = active[keep]
+            attention_history = attention_history[rows].reshape(len(keep_images), k, t + 1, -1)
+        active = [active[a] for a in keep_images]
 
     return [sorted(h, key=lambda h: -h.score) for h in finished]
 
 
 def _unfinished(
-    tokens: np.ndarray,
+    tokens: list[tuple[int, ...]],
     log_probs: np.ndarray,
     attention_history: np.ndarray | None,
     a: int,
@@ -230,18 +237,18 @@ def _unfinished(
 ) -> list[Hypothesis]:
     """The live beams of one image, when none of them reached <end> within max_length.
 
-    tokens (K, t), log_probs (K,), attention_history (A, K, t + 1, L) or None.
+    tokens [K] of t words each, log_probs (K,), attention_history (A, K, t + 1, L) or None.
     """
     return [
         Hypothesis(
-            tokens=tuple(int(x) for x in tokens[beam]),
-            score=normalise(log_probs[beam], tokens.shape[1], length_penalty),
+            tokens=words,
+            score=normalise(float(log_probs[beam]), len(words), length_penalty),
             log_prob=float(log_probs[beam]),
             finished=False,
             attention=None
             if attention_history is None
-            else attention_history[a, beam, : tokens.shape[1]].copy(),
+            else attention_history[a, beam, : len(words)].copy(),
         )
-        for beam in range(len(log_probs))
+        for beam, words in enumerate(tokens)
         if np.isfinite(log_probs[beam])
     ]

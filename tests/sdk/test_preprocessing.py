@@ -54,13 +54,20 @@ def test_every_input_kind_gives_identical_pixels(gradient_png):
         np.testing.assert_array_equal(preprocess(source, SPEC), from_stream)
 
 
-def test_output_is_float32_of_spec_size_normalised_by_mean_and_std(gradient_png):
-    pixels = preprocess(gradient_png, SPEC)
+@pytest.mark.parametrize(
+    "spec",
+    [SPEC, ImageSpec(size=(6, 4), mean=(127.0,) * 3, std=(128.0,) * 3)],
+    ids=["per-channel", "same-for-all-channels"],
+)
+def test_output_is_float32_of_spec_size_normalised_by_mean_and_std(gradient_png, spec):
+    # Exactly the floats of computing (value - mean) / std per pixel: training's features
+    # were computed that way, and to_pixels now looks the values up in a table.
+    pixels = preprocess(gradient_png, spec)
     assert pixels.dtype == np.float32
     assert pixels.shape == (6, 4, 3)  # (H, W, 3) from spec.size = (height, width)
     resized = Image.open(gradient_png).convert("RGB").resize((4, 6), Image.Resampling.BILINEAR)
-    expected = (np.asarray(resized, dtype=np.float32) - np.float32([10, 20, 30])) / np.float32(
-        [2, 4, 8]
+    expected = (np.asarray(resized, dtype=np.float32) - np.float32(spec.mean)) / np.float32(
+        spec.std
     )
     np.testing.assert_array_equal(pixels, expected)
 
