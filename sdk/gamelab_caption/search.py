@@ -49,7 +49,7 @@ from .index_file import IndexContents, IndexImage, read_index, write_index
 from .index_media import IMAGE_PHOTOS, READ_KINDS, encode_views, text_of, view_pixels
 from .media import BuildReport, MediaIntake, rom_stem
 from .ocr import OCR_INSTALL, TextLine, TextReader, ocr_available
-from .preprocessing import ImageInput, load_image, to_pixels
+from .preprocessing import ImageInput, decoded_side, load_image, to_pixels
 from .progress import Progress, progress_callback
 from .text_search import TextMatch, TitleMatcher
 from .vectors import Hnsw, exact_top, import_faiss, serial_dot
@@ -460,7 +460,13 @@ class GameIndex:
             ValueError: a crop outside 0.2..1.0.
         """
         crops = _check_crops(crops)
-        return self._embed_picture(load_image(image, max_pixels=self.captioner.max_pixels), crops)
+        return self._embed_picture(self._load_query(image), crops)
+
+    def _load_query(self, image: ImageInput) -> Image.Image:
+        # As Captioner.caption decodes (a large JPEG at a reduced scale), so the server's one
+        # decode of an upload serves both; views and OCR's 320-pixel detector lose nothing.
+        side = decoded_side(self.captioner.bundle.image_spec)
+        return load_image(image, max_pixels=self.captioner.max_pixels, min_side=side)
 
     def _embed_picture(self, picture: Image.Image, crops: tuple[float, ...]) -> np.ndarray:
         spec = self.captioner.bundle.image_spec
@@ -494,7 +500,7 @@ class GameIndex:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         crops = _check_crops(crops)
-        picture = load_image(image, max_pixels=self.captioner.max_pixels)  # decoded once
+        picture = self._load_query(image)  # decoded once
         views = self._embed_picture(picture, crops)
         if read_text is False or not self.reads_text:
             return self.search_embedding(views, k)

@@ -8,6 +8,7 @@ import sys
 import threading
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -72,6 +73,24 @@ def test_caption_of_a_raw_body_upload(client):
     )
     assert response.status_code == 200
     assert response.json()["caption"] == "blue box"
+
+
+def test_a_large_jpeg_is_captioned_exactly_as_the_sdk_captions_its_bytes():
+    # Both decode a large JPEG at the same reduced scale (test_preprocessing checks the
+    # scale): the same pixels, so the same caption and beam score.
+    from gamelab_caption import Captioner
+
+    shipped = Captioner()
+    y, x = np.mgrid[0:1400, 0:1800]
+    photo = np.stack([x % 256, y % 256, (x // 7 + y // 5) % 256], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "JPEG", quality=92)
+    data = buffer.getvalue()
+    with TestClient(create_app(shipped, workers=1)) as client:
+        headers = {"content-type": "image/jpeg"}
+        body = client.post("/v1/caption", content=data, headers=headers).json()
+    expected = shipped.caption(data)
+    assert (body["caption"], body["score"]) == (expected.text, round(expected.score, 4))
 
 
 def test_beam_size_reaches_the_decoder(client):

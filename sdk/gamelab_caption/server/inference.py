@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..captioner import Captioner, CaptionResult
-from ..preprocessing import load_image
+from ..preprocessing import decoded_side, load_image
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,11 @@ def analyse(
     """
     timings = {}
     start = time.perf_counter()
-    image = load_image(data, max_pixels=captioner.max_pixels)
+    # Decoded as Captioner.caption decodes bytes (a large JPEG at a reduced scale), so the
+    # page's caption is the SDK's; search then sees >= 448 pixels a side (its encoder 224,
+    # OCR's detector 320).
+    side = decoded_side(captioner.bundle.image_spec)
+    image = load_image(data, max_pixels=captioner.max_pixels, min_side=side)
     timings["decode"] = _milliseconds(start)
     start = time.perf_counter()
     result = captioner.caption(image, beam_size=beam_size, return_attention=return_attention)
