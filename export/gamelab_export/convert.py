@@ -32,8 +32,11 @@ def _convert(function, signature, inputs: list[str], outputs: list[str], path: P
     import onnx
     import tf2onnx
 
+    from .graph_cleanup import simplify
+
     model, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET)
     _rename_io(model, inputs, outputs)
+    model = simplify(model)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

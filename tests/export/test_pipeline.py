@@ -241,6 +241,13 @@ def test_int4_decoder_is_smaller_than_int8(run, tmp_path):
     assert sizes["int4"] < 0.8 * sizes["int8"]
 
 
+def test_exported_decoder_graphs_carry_no_conversion_bookkeeping(run):
+    # graph_cleanup ran in the real export (its own tests check the rewrites are exact)
+    for name in ("decoder_init.onnx", "decoder_step.onnx"):
+        ops = {node.op_type for node in onnx.load(str(run.run_dir / "onnx" / name)).graph.node}
+        assert not ops & {"Shape", "Less", "Not"}, (name, ops)
+
+
 def test_decoder_graph_names_are_spelled_out_only_in_the_sdk_bundle_module():
     """Both packages import them from gamelab_caption.bundle. ("encoder" is left out: it is
     also the manifest's encoder section and a TrainConfig field.)"""
