@@ -215,7 +215,7 @@ def _normalised_values(mean: tuple, std: tuple) -> np.ndarray:
     """(256, 3) float32: ``(value - mean) / std`` of every uint8 value per channel.
 
     A lookup gives the very floats that computing it per pixel gives (the same float32
-    operations), at half the time (1 of a caption's ~10 ms here).
+    operations) in half the time: 0.43 instead of 0.86 ms of a ~10 ms caption here.
     """
     values = np.arange(256, dtype=np.float32)[:, None]
     return (values - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
@@ -227,9 +227,9 @@ def preprocess(
     """``load_image`` then ``to_pixels``: the one path from user input to encoder input.
 
     A large JPEG is decoded at a reduced scale that keeps at least twice the encoder's side
-    (a 12 MP phone photo at 1/4 or 1/8: ~10x less decoding and memory), so that the final
-    resize still shrinks it about as much as it shrank the ~500-pixel training photos, which
-    are themselves decoded in full.
+    (a 12 MP phone photo at 1/4: 4x faster here, a sixteenth of the memory), so that the
+    final resize still shrinks it about as much as it shrank the ~500-pixel training photos,
+    which are themselves decoded in full.
     """
     side = decoded_side(spec)
     return to_pixels(load_image(source, max_pixels=max_pixels, min_side=side), spec)

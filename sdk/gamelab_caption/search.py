@@ -464,7 +464,8 @@ class GameIndex:
 
     def _load_query(self, image: ImageInput) -> Image.Image:
         # As Captioner.caption decodes (a large JPEG at a reduced scale), so the server's one
-        # decode of an upload serves both; views and OCR's 320-pixel detector lose nothing.
+        # decode of an upload serves both; the views (224 px) and OCR's detector (320 px) see
+        # fewer pixels than the decode keeps.
         side = decoded_side(self.captioner.bundle.image_spec)
         return load_image(image, max_pixels=self.captioner.max_pixels, min_side=side)
 
