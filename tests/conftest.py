@@ -17,6 +17,7 @@ beam 3 says "a ball".
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +231,16 @@ def image_files(tmp_path_factory) -> dict[str, Path]:
     data = jpeg.read_bytes()
     files["corrupt"].write_bytes(data[: len(data) // 2])
     return files
+
+
+@pytest.fixture(scope="session")
+def large_jpeg() -> bytes:
+    """An 1800 x 1400 JPEG with detail at every scale: large enough to decode reduced."""
+    y, x = np.mgrid[0:1400, 0:1800]
+    photo = np.stack([x % 256, y % 256, (x // 7 + y // 5) % 256], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

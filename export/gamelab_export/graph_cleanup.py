@@ -67,11 +67,9 @@ def _producers(graph) -> dict[str, object]:
 
 
 def _replace_uses(graph, old: str, new: str) -> None:
+    """Nodes read ``new`` where they read ``old`` (never a graph output: callers skip those)."""
     for node in graph.node:
         node.input[:] = [new if name == old else name for name in node.input]
-    for output in graph.output:
-        if output.name == old:  # a graph output keeps its name: rename the producer instead
-            raise ValueError(f"{old} is a graph output")
 
 
 def _bypass_full_slices(graph) -> int:
@@ -128,7 +126,7 @@ def _gather_ids_directly(graph) -> int:
     for node in graph.node:
         if node.op_type != "Gather" or node.input[1] in inputs:
             continue
-        if not _is_table(node.input[0], producers, constants):
+        if _table(node.input[0], producers, constants) is None:
             continue
         sources = _graph_inputs_of(node.input[1], producers, inputs)
         integer_sources = [name for name in sources if _is_integer(inputs[name])]
@@ -138,14 +136,14 @@ def _gather_ids_directly(graph) -> int:
     return rewired
 
 
-def _is_table(name: str, producers, constants) -> bool:
-    """A constant, or a constant through quantisation's DequantizeLinear/Cast."""
+def _table(name: str, producers, constants) -> np.ndarray | None:
+    """The constant ``name`` is, directly or through quantisation's DequantizeLinear/Cast."""
     while name not in constants:
         node = producers.get(name)
         if node is None or node.op_type not in ("DequantizeLinear", "Cast", "Identity"):
-            return False
+            return None
         name = node.input[0]
-    return True
+    return constants[name]
 
 
 def _graph_inputs_of(name: str, producers, inputs) -> set[str]:
@@ -224,12 +222,9 @@ def _id_limit(model) -> int:
     """Rows of the smallest table a Gather reads: ids drawn below it are valid everywhere."""
     constants = _constants(model.graph)
     producers = _producers(model.graph)
-    rows = []
-    for node in model.graph.node:
-        if node.op_type == "Gather" and _is_table(node.input[0], producers, constants):
-            name = node.input[0]
-            while name not in constants:
-                name = producers[name].input[0]
-            if constants[name].ndim >= 1:
-                rows.append(constants[name].shape[0])
-    return min(rows, default=2)
+    tables = [
+        _table(node.input[0], producers, constants)
+        for node in model.graph.node
+        if node.op_type == "Gather"
+    ]
+    return min((t.shape[0] for t in tables if t is not None and t.ndim >= 1), default=2)

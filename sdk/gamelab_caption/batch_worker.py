@@ -17,7 +17,7 @@ import numpy as np
 from .captioner import Captioner
 from .errors import ImageError
 from .index_media import IMAGE_PHOTOS, READ_KINDS, encode_views, text_of, view_pixels
-from .preprocessing import decoded_side, load_image, to_pixels
+from .preprocessing import load_for_encoder, load_image, to_pixels
 
 MISSING = "FileNotFoundError"  # error_type of a row whose file does not exist
 
@@ -114,10 +114,12 @@ class BatchCaptioner:
             return None, FileNotFoundError(f"Image file not found: '{path}'")
         try:
             # Catalogue images are decoded in full, as an index build decodes them; photos
-            # to caption as Captioner.caption decodes them (a large JPEG at a reduced scale).
+            # to caption as Captioner.caption decodes them.
+            limit = self.captioner.max_pixels
+            if self.settings["catalog"]:
+                return load_image(path, max_pixels=limit), None
             spec = self.captioner.bundle.image_spec
-            side = None if self.settings["catalog"] else decoded_side(spec)
-            return load_image(path, max_pixels=self.captioner.max_pixels, min_side=side), None
+            return load_for_encoder(path, spec, max_pixels=limit), None
         except ImageError as error:
             return None, error
 

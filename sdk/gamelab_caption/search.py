@@ -49,7 +49,7 @@ from .index_file import IndexContents, IndexImage, read_index, write_index
 from .index_media import IMAGE_PHOTOS, READ_KINDS, encode_views, text_of, view_pixels
 from .media import BuildReport, MediaIntake, rom_stem
 from .ocr import OCR_INSTALL, TextLine, TextReader, ocr_available
-from .preprocessing import ImageInput, decoded_side, load_image, to_pixels
+from .preprocessing import ImageInput, load_for_encoder, to_pixels
 from .progress import Progress, progress_callback
 from .text_search import TextMatch, TitleMatcher
 from .vectors import Hnsw, exact_top, import_faiss, serial_dot
@@ -463,11 +463,10 @@ class GameIndex:
         return self._embed_picture(self._load_query(image), crops)
 
     def _load_query(self, image: ImageInput) -> Image.Image:
-        # As Captioner.caption decodes (a large JPEG at a reduced scale), so the server's one
-        # decode of an upload serves both; the views (224 px) and OCR's detector (320 px) see
-        # fewer pixels than the decode keeps.
-        side = decoded_side(self.captioner.bundle.image_spec)
-        return load_image(image, max_pixels=self.captioner.max_pixels, min_side=side)
+        # As Captioner.caption decodes, so the server's one decode of an upload serves both;
+        # the views (224 px) and OCR's detector (320 px) see fewer pixels than it keeps.
+        spec = self.captioner.bundle.image_spec
+        return load_for_encoder(image, spec, max_pixels=self.captioner.max_pixels)
 
     def _embed_picture(self, picture: Image.Image, crops: tuple[float, ...]) -> np.ndarray:
         spec = self.captioner.bundle.image_spec

@@ -227,26 +227,18 @@ def test_refusals_have_typed_subclasses(gradient_png):
         load_image(gradient_png, max_pixels=10)
 
 
-def _large_jpeg(width: int = 1800, height: int = 1400) -> bytes:
-    y, x = np.mgrid[0:height, 0:width]
-    photo = np.stack([x % 256, y % 256, (x // 7 + y // 5) % 256], axis=-1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(photo).save(buffer, "JPEG", quality=92)
-    return buffer.getvalue()
-
-
-def test_a_large_jpeg_is_decoded_at_a_reduced_scale_no_smaller_than_asked():
-    data = _large_jpeg()  # 1800 x 1400
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_no_smaller_than_asked(large_jpeg):
+    data = large_jpeg  # 1800 x 1400
     assert load_image(data).size == (1800, 1400)
     assert load_image(data, min_side=448).size == (900, 700)  # 1/2: 1/4 would be < 448
     assert load_image(data, min_side=200).size == (450, 350)  # 1/4
     assert load_image(data, min_side=1000).size == (1800, 1400)  # no scale keeps 1000
 
 
-def test_preprocess_of_a_large_jpeg_matches_the_full_decode_closely():
+def test_preprocess_of_a_large_jpeg_matches_the_full_decode_closely(large_jpeg):
     # The caption path decodes large JPEGs at a reduced scale; the encoder's pixels differ
     # from a full decode only by the scaled DCT's rounding (measured: 0.1% of the range).
-    data = _large_jpeg()
+    data = large_jpeg
     spec = ImageSpec(size=(224, 224), mean=(127.0,) * 3, std=(128.0,) * 3)
     full = to_pixels(load_image(data), spec)
     reduced = preprocess(data, spec)
@@ -256,12 +248,12 @@ def test_preprocess_of_a_large_jpeg_matches_the_full_decode_closely():
     assert np.abs(reduced - full).mean() < 0.01  # pixels span [-1, 1]
 
 
-def test_reduced_decoding_still_refuses_too_many_pixels_by_the_full_size():
+def test_reduced_decoding_still_refuses_too_many_pixels_by_the_full_size(large_jpeg):
     with pytest.raises(ImageError, match="1800x1400"):
-        load_image(_large_jpeg(), max_pixels=1_000_000, min_side=448)
+        load_image(large_jpeg, max_pixels=1_000_000, min_side=448)
 
 
-def test_reduced_decoding_leaves_other_formats_and_loaded_images_alone(gradient_png):
+def test_reduced_decoding_leaves_other_formats_and_loaded_images_alone(gradient_png, large_jpeg):
     assert load_image(gradient_png, min_side=2).size == (10, 8)
-    decoded = load_image(_large_jpeg())
+    decoded = load_image(large_jpeg)
     assert load_image(decoded, min_side=448).size == (1800, 1400)

@@ -8,7 +8,6 @@ import sys
 import threading
 import zlib
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -75,17 +74,13 @@ def test_caption_of_a_raw_body_upload(client):
     assert response.json()["caption"] == "blue box"
 
 
-def test_a_large_jpeg_is_captioned_exactly_as_the_sdk_captions_its_bytes():
+def test_a_large_jpeg_is_captioned_exactly_as_the_sdk_captions_its_bytes(large_jpeg):
     # Both decode a large JPEG at the same reduced scale (test_preprocessing checks the
     # scale): the same pixels, so the same caption and beam score.
     from gamelab_caption import Captioner
 
     shipped = Captioner()
-    y, x = np.mgrid[0:1400, 0:1800]
-    photo = np.stack([x % 256, y % 256, (x // 7 + y // 5) % 256], axis=-1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(photo).save(buffer, "JPEG", quality=92)
-    data = buffer.getvalue()
+    data = large_jpeg
     with TestClient(create_app(shipped, workers=1)) as client:
         headers = {"content-type": "image/jpeg"}
         body = client.post("/v1/caption", content=data, headers=headers).json()

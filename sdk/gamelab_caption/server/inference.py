@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..captioner import Captioner, CaptionResult
-from ..preprocessing import decoded_side, load_image
+from ..preprocessing import load_for_encoder
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,9 @@ def analyse(
     """
     timings = {}
     start = time.perf_counter()
-    # Decoded as Captioner.caption decodes bytes (a large JPEG at a reduced scale), so the
-    # page's caption is the SDK's; search then sees >= 448 pixels a side (its encoder 224,
-    # OCR's detector 320).
-    side = decoded_side(captioner.bundle.image_spec)
-    image = load_image(data, max_pixels=captioner.max_pixels, min_side=side)
+    # Decoded as Captioner.caption decodes bytes, so the page's caption is the SDK's; search
+    # decodes its queries the same way.
+    image = load_for_encoder(data, captioner.bundle.image_spec, max_pixels=captioner.max_pixels)
     timings["decode"] = _milliseconds(start)
     start = time.perf_counter()
     result = captioner.caption(image, beam_size=beam_size, return_attention=return_attention)
