@@ -227,9 +227,10 @@ def load_for_encoder(
     source: ImageInput, spec: ImageSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
     """``load_image`` as the caption path decodes: a large JPEG at a reduced scale that keeps
-    at least twice the encoder's side (a 12 MP phone photo at 1/4: 4x faster here, a
-    sixteenth of the memory), so that the final resize still shrinks it about as much as it
-    shrank the ~500-pixel training photos, which are themselves decoded in full.
+    at least twice the encoder's side (a 12 MP baseline JPEG at 1/4: 4x faster here, a
+    sixteenth of the memory; a progressive one gains less), so that the final resize still
+    shrinks it about as much as it shrank the ~500-pixel training photos, which are
+    themselves decoded in full.
     """
     return load_image(source, max_pixels=max_pixels, min_side=2 * max(spec.size))
 
