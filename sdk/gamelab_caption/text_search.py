@@ -1,10 +1,11 @@
 """Find games by the text read in an image: fuzzy matching of OCR reads against names.
 
 A read title is noisy ("CBPTBIN SILVER", "GA12 GROU2D"), split over lines, surrounded by
-"PUSH START BUTTON" and copyright lines, and may hold a subtitle the catalogue drops or a
-sequel number spelt otherwise. Each game is known here by its names (every release's name
-and ROM file name) and by the text read in its own catalogue images at index time, which
-carry the same logo and so the same misreads. Both sides go through ``title_key`` and lose
+"PUSH START BUTTON", copyright lines or a box's branding ("GOLD CARTRIDGE"),
+and may hold a subtitle the catalogue drops or a sequel number spelt otherwise or not read.
+Each game is known here by its names (every release's name and ROM file name) and by the
+text read in its own catalogue images at index time, which carry the same logo and so the
+same misreads. Both sides go through ``title_key`` and lose
 boilerplate words; rapidfuzz (a maintained C++ library) scores each pair.
 """
 
@@ -23,8 +24,11 @@ BOILERPLATE = frozenset(
     """push press start button buttons pull trigger to sega master system mark iii
     presents presented copyright all rights reserved licensed license by from inc ltd co corp
     corporation tm r c reprogrammed programmed program game select mode player players 1p 2p
-    score hi high top credit credits insert coin version ver or and of the a an""".split()
+    score hi high top credit credits insert coin version ver or and of the a an
+    cartridge card my mycard gold us""".split()  # boxes: "GOLD CARTRIDGE", "SEGA MY CARD"
 )
+# Short words of names that a read often misses or that OCR drops: a name's other words decide.
+FUNCTION_WORDS = frozenset("the and of a an or to in on at by for from vs".split())
 MIN_READ_CHARS = 3  # a cleaned read shorter than this is noise
 MIN_SCORE = 0.5  # matches scoring less are not evidence
 SEQUEL_MISMATCH = 0.85  # factor on a match whose sequel numbers differ
@@ -35,9 +39,9 @@ _SUBTITLE = re.compile(r"\s+-\s+|:\s+")  # "Title - Subtitle", "Title: Subtitle"
 # long enough to be misread and still known: "EUTTON", "CSEGA", "PRESSSTAHT"
 _MISREAD_BOILERPLATE = (
     "push", "press", "start", "button", "sega", "player", "copyright", "reserved", "rights",
-    "licensed", "enterprises", "options", "presents",
+    "licensed", "enterprises", "options", "presents", "mastersystem",
 )  # fmt: skip
-_LONG_NUMBER = re.compile(r"^\d{3,}$")  # years, scores, prices; sequel numbers are shorter
+_SEQUEL = re.compile(r"[2-9]|I{2,3}|IV|VI{0,3}|IX", re.IGNORECASE)  # a line "2" or "III"
 
 
 @dataclass(frozen=True)
@@ -92,15 +96,22 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
         vocabulary: words that name games: never dropped as misread boilerplate, and kept
             even when boilerplate ("master", "star", "world") if their line holds another
             word of a name that is not ("CLOUD MASTER", but not "SEGA MASTER SYSTEM").
-            A sequel number counts only beside a word that is not boilerplate ("2 PLAYERS").
+            A sequel number counts only beside a word that is not boilerplate ("2 PLAYERS"),
+            or alone on its line ("2", "III") when another line holds the title.
     """
+    texts = list(texts)
+    lines = [title_key(text).split() for text in texts]
+    dropped_lines = [[_is_boilerplate(word, vocabulary) for word in words] for words in lines]
+    titled_lines = [
+        any(not drop and not word.isdigit() for word, drop in zip(words, dropped, strict=True))
+        for words, dropped in zip(lines, dropped_lines, strict=True)
+    ]
     kept = []
-    for text in texts:
-        words = title_key(text).split()
-        dropped = [_is_boilerplate(word, vocabulary) for word in words]
-        titled = any(
-            not drop and not word.isdigit() for word, drop in zip(words, dropped, strict=True)
-        )
+    for number, (words, dropped) in enumerate(zip(lines, dropped_lines, strict=True)):
+        titled = titled_lines[number]
+        if not titled and _SEQUEL.fullmatch(texts[number].strip()):
+            # a sequel number on a line of its own, under the title ("THE HEDGEHOG" / "2")
+            titled = any(titled_lines[:number] + titled_lines[number + 1 :])
         naming = any(
             len(word) >= 3 and word in vocabulary and not drop
             for word, drop in zip(words, dropped, strict=True)
@@ -137,8 +148,10 @@ class TitleMatcher:
     WORD_MATCH). So extra words in the read (a subtitle, noise) cost nothing, a partial read
     ("alex in miracle world") scores the part it covers, and a one-word read no longer
     matches every long name that holds the word. Words run together ("SONICCHAOS") are
-    compared without spaces as well; a differing sequel number costs SEQUEL_MISMATCH; keys
-    shorter than SHORT_KEY letters are scaled down, as they appear in any read by chance.
+    compared without spaces as well; a differing sequel number costs SEQUEL_MISMATCH (a read
+    made in a game's image without a number has its game's name's); function words ("the",
+    "and") weigh nothing; keys shorter than SHORT_KEY letters are scaled down, as they appear
+    in any read by chance.
     Names with a subtitle are also known by their main title ("Phantasy Star III").
 
     Args:
@@ -150,6 +163,8 @@ class TitleMatcher:
         self._shown: list[str] = []  # as the catalogue or the reader had it
         self._games: list[int] = []
         self._sources: list[str] = []
+        self._numbers: list[frozenset[str]] = []  # sequel numbers each key is compared by
+        self._name_numbers: dict[int, frozenset[str]] = {}  # game -> those its names share
         self._seen: set[tuple[int, str]] = set()
         self._vocabulary: set[str] = set()  # words of the names
         self._words: dict[str, int] = {}  # every word of every key -> its number
@@ -165,18 +180,29 @@ class TitleMatcher:
         Reads go through the boilerplate filter, so add names first: their words are kept.
         """
         if source != "name":
-            self._add_key(game, self.clean([text]), text, source)
+            # A read without a number ("MORTAL KOMBAT" on Mortal Kombat II's screen, the "II"
+            # unread) is compared as its game's name is, so it cannot pass for the first game.
+            key = self.clean([text])
+            numbers = _numbers(key) or self._name_numbers.get(game, frozenset())
+            self._add_key(game, key, text, source, numbers)
             return
         key = title_key(text)
         self._vocabulary.update(key.split())
+        known = self._name_numbers.get(game)
+        numbers = frozenset(_numbers(key))
+        self._name_numbers[game] = numbers if known is None else known & numbers
         self._add_key(game, key, text, source)
         main = _SUBTITLE.split(text, maxsplit=1)[0]
         if main != text:  # "Phantasy Star III - Generations of Doom": also "Phantasy Star III"
-            self._add_key(game, title_key(main), text, source)
+            # with the whole name's numbers: "Rambo - First Blood Part II" is no "Rambo"
+            self._add_key(game, title_key(main), text, source, numbers | _numbers(title_key(main)))
 
-    def _add_key(self, game: int, key: str, shown: str, source: str) -> None:
+    def _add_key(
+        self, game: int, key: str, shown: str, source: str, numbers: frozenset[str] | None = None
+    ) -> None:
         if len(key.replace(" ", "")) < MIN_READ_CHARS or (game, key) in self._seen:
             return
+        self._numbers.append(frozenset(_numbers(key)) if numbers is None else numbers)
         self._seen.add((game, key))
         self._keys.append(key)
         self._shown.append(shown)
@@ -192,10 +218,16 @@ class TitleMatcher:
     def _prepare(self):
         if self._arrays is None:
             words = np.array([i for key in self._key_words for i in key], np.int64)
+            # function words weigh nothing unless a key has no other ("the" in "Streets of
+            # Rage" is dropped as boilerplate from reads, or unread)
             lengths = np.array([len(w) for w in self._words], np.float64)[words]
+            function = np.array([w in FUNCTION_WORDS for w in self._words])[words]
             starts = np.cumsum([0] + [len(key) for key in self._key_words[:-1]])
-            totals = np.add.reduceat(lengths, starts)  # (K,) letters of each key
-            numbers = [frozenset(_numbers(key)) for key in self._keys]
+            content = np.add.reduceat(np.where(function, 0.0, lengths), starts)  # (K,)
+            only_function = np.repeat(content == 0, [len(key) for key in self._key_words])
+            lengths = np.where(function & ~only_function, 0.0, lengths)
+            totals = np.add.reduceat(lengths, starts)  # (K,) letters of each key that count
+            numbers = self._numbers
             joined = [key.replace(" ", "") for key in self._keys]
             self._arrays = (words, lengths, starts, totals, numbers, joined, list(self._words))
         return self._arrays

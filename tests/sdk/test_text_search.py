@@ -88,6 +88,13 @@ def test_title_key_makes_releases_and_reads_of_one_title_equal():
         (["WONDER BOY", "IN MONSTER LAND", "© SEGA 1988"], "wonder boy in monster land"),
         (["1P START", "2P START"], ""),
         (["2 PLAYERS", "PUSH 1 PLAY", "CLOUD MASTER"], "cloud"),  # numbers of boilerplate lines
+        (["TM", "THE HEDGEHOG", "2"], "hedgehog 2"),  # a sequel number on its own line
+        (["STREETS OF RAGE", "II"], "streets rage 2"),
+        (["EDUSOFT", "2×2=", "3+7="], "edusoft"),  # sums, not sequel numbers
+        (["GREAT", "30", "PUSH 1 PLAY START BUTTON"], "great"),  # a time or a score
+        (["3.", "4.号", "5."], ""),  # numbers and nothing else
+        (["GOLD CARTRIDGE", "BUBBLE BOBBLE"], "bubble bobble"),  # a Sega box's branding
+        (["SEGA MY CARD MARK III", "GHOST HOUSE"], "ghost house"),
     ],
 )
 def test_clean_read_keeps_title_words_and_drops_boilerplate(lines, words):
@@ -192,3 +199,43 @@ def test_a_boilerplate_word_of_a_name_is_kept_beside_the_rest_of_the_name():
 
 def test_a_read_with_its_spaces_dropped_matches_the_name(matcher):
     assert [name for name, _ in _ranked(matcher, ["SONICCHAOS"])][:1] == [NAMES[10]]
+
+
+def test_a_sequels_title_screen_read_without_its_number_is_not_the_first_game():
+    # OCR often misses the "II" of a logo: the sequel's own screen then reads "MORTAL KOMBAT",
+    # which must not outrank the first game's name for a query that reads the same
+    matcher = TitleMatcher()
+    matcher.add(0, "Mortal Kombat (Europe)")
+    matcher.add(1, "Mortal Kombat II (Europe)")
+    matcher.add(1, "MORTAL KOMBAT", "title_screen")
+    matches = matcher.match(matcher.clean(["PAOWRY", "MORTAL KOMBAT"]))
+    assert max(matches, key=lambda game: matches[game].score) == 0
+    assert matches[0].score > matches[1].score
+    # with the number read, the sequel's read and name win
+    matches = matcher.match(matcher.clean(["MORTAL KOMBAT", "II"]))
+    assert max(matches, key=lambda game: matches[game].score) == 1
+
+
+def test_short_words_a_read_misses_do_not_count_against_a_name():
+    # "and the" are dropped from reads as boilerplate or not read at all: "Asterix and the Great
+    # Rescue" is the game a box reading "ISTERX GREAT RESCUE" shows, not "Asterix"
+    matcher = TitleMatcher()
+    matcher.add(0, "Asterix (Europe) (En,Fr) (Rev 1)")
+    matcher.add(1, "Asterix and the Great Rescue (Europe, Brazil)")
+    matches = matcher.match(matcher.clean(["ACTION", "ISTERX GREAT RESCUE"]))
+    assert max(matches, key=lambda game: matches[game].score) == 1
+    # a read of the first game's name alone still finds it
+    matches = matcher.match(matcher.clean(["ASTERIX"]))
+    assert max(matches, key=lambda game: matches[game].score) == 0
+
+
+def test_a_franchise_name_before_a_subtitle_keeps_the_games_sequel_number():
+    # "Rambo - First Blood Part II" is also known as "Rambo", but as a second game: a read of
+    # "RAMBO III" finds Rambo III
+    matcher = TitleMatcher()
+    matcher.add(0, "Rambo - First Blood Part II (USA)")
+    matcher.add(1, "Rambo III (USA, Europe)")
+    matches = matcher.match(matcher.clean(["RAMBO III"]))
+    assert max(matches, key=lambda game: matches[game].score) == 1
+    matches = matcher.match(matcher.clean(["RAMBO II"]))
+    assert max(matches, key=lambda game: matches[game].score) == 0
