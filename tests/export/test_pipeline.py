@@ -21,7 +21,7 @@ from gamelab_caption.preprocessing import preprocess  # noqa: E402
 from gamelab_export import cli, pipeline  # noqa: E402
 from gamelab_export.config import load_config  # noqa: E402
 from gamelab_export.decoder import build_decoder  # noqa: E402
-from gamelab_export.quantize import quantize_decoder  # noqa: E402
+from gamelab_export.quantize import NBITS_MIN_COLUMNS, quantize_decoder  # noqa: E402
 
 CAPTIONS = {
     "chelsea.png": ["a cat sits on the floor", "an orange cat looks up"],
@@ -198,9 +198,14 @@ def _step_inputs(run, coco_file):
 def test_quantised_decoder_steps_stay_close_to_fp32(run, coco_file, tmp_path, weights):
     source = run.run_dir / "onnx" / "decoder_step.onnx"
     target = quantize_decoder(source, tmp_path / f"{weights}.onnx", weights)
-    op_types = {node.op_type for node in onnx.load(str(target)).graph.node}
+    graph = onnx.load(str(target)).graph
+    op_types = {node.op_type for node in graph.node}
     assert ("MatMulNBits" in op_types) == (weights == "int4")
-    assert "Gemm" not in op_types  # every weight matrix was quantised
+    assert "Gemm" not in op_types  # every weight matrix was quantised...
+    if weights == "int4":  # ...but the attention score's single column, kept in float
+        shapes = {tensor.name: list(tensor.dims) for tensor in graph.initializer}
+        floats = [shapes[n.input[1]] for n in graph.node if n.op_type == "MatMul"]
+        assert floats and all(shape[1] < NBITS_MIN_COLUMNS for shape in floats), floats
     inputs = _step_inputs(run, coco_file)
     expected = ort.InferenceSession(str(source)).run(["log_probs"], inputs)[0]
     quantised = ort.InferenceSession(str(target)).run(["log_probs"], inputs)[0]
