@@ -81,8 +81,8 @@ DECODER_WEIGHTS = ("int4", "int8")
 NBITS_MIN_COLUMNS = 16  # narrower MatMul weights stay float in "int4" (_narrow_matmuls)
 QUANTIZATION = {  # a quantised bundle's manifest entry, by decoder weights
     "int4": "encoder static INT8 (7-bit weights); decoder 4-bit MatMul weights (MatMulNBits, "
-    "accuracy level 4: INT8 activations per row; weights of fewer than 16 columns in float), "
-    "INT8 embeddings",
+    "accuracy level 4: INT8 activations per row; weights of fewer than "
+    f"{NBITS_MIN_COLUMNS} columns in float), INT8 embeddings",
     "int8": "encoder static INT8 (7-bit weights); decoder dynamic INT8 (7-bit weights)",
 }
 

@@ -1,12 +1,12 @@
 """Find games by the text read in an image: fuzzy matching of OCR reads against names.
 
 A read title is noisy ("CBPTBIN SILVER", "GA12 GROU2D"), split over lines, surrounded by
-"PUSH START BUTTON", copyright lines or a box's branding ("GOLD CARTRIDGE"),
-and may hold a subtitle the catalogue drops or a sequel number spelt otherwise or not read.
-Each game is known here by its names (every release's name and ROM file name) and by the
-text read in its own catalogue images at index time, which carry the same logo and so the
-same misreads. Both sides go through ``title_key`` and lose
-boilerplate words; rapidfuzz (a maintained C++ library) scores each pair.
+"PUSH START BUTTON", copyright lines or a box's branding ("GOLD CARTRIDGE"), and may hold a
+subtitle the catalogue drops or a sequel number spelt otherwise or not read. Each game is
+known here by its names (every release's name and ROM file name) and by the text read in its
+own catalogue images at index time, which carry the same logo and so the same misreads. Both
+sides go through ``title_key`` and lose boilerplate words; rapidfuzz (a maintained C++
+library) scores each pair.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
         titled = titled_lines[number]
         if not titled and _SEQUEL.fullmatch(texts[number].strip()):
             # a sequel number on a line of its own, under the title ("THE HEDGEHOG" / "2")
-            titled = any(titled_lines[:number] + titled_lines[number + 1 :])
+            titled = any(titled_lines)  # this line is not: another one holds the title
         naming = any(
             len(word) >= 3 and word in vocabulary and not drop
             for word, drop in zip(words, dropped, strict=True)
@@ -191,11 +191,11 @@ class TitleMatcher:
         known = self._name_numbers.get(game)
         numbers = frozenset(_numbers(key))
         self._name_numbers[game] = numbers if known is None else known & numbers
-        self._add_key(game, key, text, source)
+        self._add_key(game, key, text, source, numbers)
         main = _SUBTITLE.split(text, maxsplit=1)[0]
         if main != text:  # "Phantasy Star III - Generations of Doom": also "Phantasy Star III"
             # with the whole name's numbers: "Rambo - First Blood Part II" is no "Rambo"
-            self._add_key(game, title_key(main), text, source, numbers | _numbers(title_key(main)))
+            self._add_key(game, title_key(main), text, source, numbers)
 
     def _add_key(
         self, game: int, key: str, shown: str, source: str, numbers: frozenset[str] | None = None
