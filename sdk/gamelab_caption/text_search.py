@@ -27,6 +27,10 @@ BOILERPLATE = frozenset(
     score hi high top credit credits insert coin version ver or and of the a an
     cartridge card my mycard gold us""".split()  # boxes: "GOLD CARTRIDGE", "SEGA MY CARD"
 )
+# The genre banner in a corner of Sega's boxes: a line that is one of these, also misread
+# ("SMULATION"), names no game, though a name may hold the word ("Shooting Gallery").
+GENRE_BANNERS = ("action", "arcade", "puzzle", "roleplaying", "shooting", "simulation", "sports")
+GENRE_MATCH = 83  # rapidfuzz ratio: "ACTLON" is a banner, "THE ARCADE" is not
 # Short words of names that a read often misses or that OCR drops: a name's other words decide.
 FUNCTION_WORDS = frozenset("the and of a an or to in on at by for from vs".split())
 MIN_READ_CHARS = 3  # a cleaned read shorter than this is noise
@@ -79,6 +83,14 @@ def _is_boilerplate(word: str, vocabulary: Collection[str] = ()) -> bool:
     return _joined(letters)
 
 
+def _is_genre_banner(text: str) -> bool:
+    """Whether a whole line is a box's genre banner ("SHOOTING", "ROLE PLAYING")."""
+    from rapidfuzz import fuzz
+
+    letters = re.sub(r"[^a-z]", "", text.lower())
+    return any(fuzz.ratio(letters, banner) >= GENRE_MATCH for banner in GENRE_BANNERS)
+
+
 def _joined(letters: str) -> bool:
     """Whether ``letters`` is two or more boilerplate words run together."""
     ends = {0}  # prefixes of ``letters`` made of whole boilerplate words
@@ -97,10 +109,14 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
             even when boilerplate ("master", "star", "world") if their line holds another
             word of a name that is not ("CLOUD MASTER", but not "SEGA MASTER SYSTEM").
             A sequel number counts only beside a word that is not boilerplate ("2 PLAYERS"),
-            or alone on its line ("2", "III") when another line holds the title.
+            or alone on its line ("2", "III") when another line holds the title. A line
+            that is a genre banner ("ACTION") is dropped whole.
     """
     texts = list(texts)
     lines = [title_key(text).split() for text in texts]
+    lines = [
+        [] if _is_genre_banner(text) else words for text, words in zip(texts, lines, strict=True)
+    ]
     dropped_lines = [[_is_boilerplate(word, vocabulary) for word in words] for words in lines]
     titled_lines = [
         any(not drop and not word.isdigit() for word, drop in zip(words, dropped, strict=True))

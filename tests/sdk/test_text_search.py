@@ -239,3 +239,19 @@ def test_a_franchise_name_before_a_subtitle_keeps_the_games_sequel_number():
     assert max(matches, key=lambda game: matches[game].score) == 1
     matches = matcher.match(matcher.clean(["RAMBO II"]))
     assert max(matches, key=lambda game: matches[game].score) == 0
+
+
+def test_a_boxs_genre_banner_names_no_game():
+    # Sega's boxes carry "SHOOTING", "ACTION" or "ROLE PLAYING" in a corner: read alone on its
+    # line (misread too), it must not find "Shooting Gallery" for Laser Ghost's box
+    matcher = TitleMatcher()
+    matcher.add(0, "Shooting Gallery (USA, Europe)")
+    matcher.add(1, "Laser Ghost (Europe)")
+    matcher.add(2, "T2 - The Arcade Game (Europe)")
+    for banner in ("SHOOTING", "SHOOTINC", "ROLE PLAYING", "SMULATION", "ACTION"):
+        assert matcher.clean([banner, "SEGA"]) == ""
+    # the word still counts in a line that holds more than the banner
+    assert matcher.clean(["SHOOTING GALLERY"]) == "shooting gallery"
+    assert matcher.clean(["T2", "THE ARCADE", "GAME"]) == "t2 arcade"
+    matches = matcher.match(matcher.clean(["SHOOTING", "SEGA", "LASER GHOST"]))
+    assert max(matches, key=lambda game: matches[game].score) == 1
