@@ -31,6 +31,7 @@ PHOTOS = {
     "examples/grace_hopper.jpg": EXAMPLES / "grace_hopper.jpg",
     "examples/cat.jpg": EXAMPLES / "cat.jpg",
     "examples/camera.jpg": EXAMPLES / "camera.jpg",
+    "examples/swimming.jpg": EXAMPLES / "swimming.jpg",
 }
 BEAMS = (1, 3)
 GOLDEN = Path(__file__).with_name("captions.json")

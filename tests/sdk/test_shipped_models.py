@@ -51,6 +51,14 @@ def test_the_golden_example_is_captioned_with_its_content(default_captioner):
     assert "<unk>" not in result.text
 
 
+def test_the_readme_example_is_captioned_right(default_captioner):
+    # The README's first screen shows this caption: children swimming under water in a pool.
+    for beam in (1, 3):
+        words = set(default_captioner.caption(EXAMPLES / "swimming.jpg", beam_size=beam).tokens)
+        assert {"boy", "girl", "child", "children", "kid", "kids"} & words, words
+        assert "swimming" in words and {"pool", "water"} & words, words
+
+
 def _test_images_whose_captions_all_say(word: str, count: int) -> list[Path]:
     split = set((FLICKR8K / "Flickr_8k.testImages.txt").read_text().split())
     captions: dict[str, list[str]] = {}
