@@ -68,7 +68,8 @@ def _is_glob(text: str) -> bool:
     return any(character in text for character in GLOB_CHARACTERS)
 
 
-def _folder_images(folder: str) -> list[str]:
+def folder_images(folder: str) -> list[str]:
+    """The image files in ``folder`` and its subfolders, by suffix, in sorted order."""
     found = []
     for parent, subfolders, names in os.walk(folder):
         subfolders.sort()
@@ -151,7 +152,7 @@ def collect_paths(inputs: Iterable[str | os.PathLike], column: str = "path") -> 
     paths = []
     for given in map(os.fspath, inputs):
         if os.path.isdir(given):
-            paths += _folder_images(given)
+            paths += folder_images(given)
         elif os.path.isfile(given):
             suffix = os.path.splitext(given)[1].lower()
             paths += read_table_paths(given, column) if suffix in TABLE_SUFFIXES else [given]

@@ -85,6 +85,8 @@ def _describe(source: object) -> str:
 def _open(source: object) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"{_describe(source)} is a folder, not an image file")
         if not path.is_file():
             raise ImageError(f"Image file not found: {_describe(source)}")
         return Image.open(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
 from gamelab_caption import __version__, bundled_models
 from gamelab_caption.cli import main
@@ -83,3 +84,22 @@ def test_version_prints_the_package_version(capsys):
 def test_list_models_prints_one_bundled_model_per_line(capsys):
     assert main(["--list-models"]) == 0
     assert _lines(capsys.readouterr().out) == bundled_models()
+
+
+def test_a_folder_is_captioned_image_by_image(tiny_bundle, tmp_path, capsys):
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "b.png")
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(tmp_path / "sub" / "a.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(tmp_path), str(empty), "--model", str(tiny_bundle)]) == 1
+    out, err = capsys.readouterr()
+    assert _lines(out) == [
+        f"{tmp_path / 'b.png'}\tred ball",
+        f"{tmp_path / 'sub' / 'a.png'}\tblue box",
+    ]
+    assert _lines(err) == [
+        f"gamelab-caption: error: {empty}: a folder with no image files "
+        "(.jpg, .jpeg, .png, .webp, .gif, .bmp, .tif, .tiff)"
+    ]

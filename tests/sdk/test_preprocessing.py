@@ -192,6 +192,12 @@ def test_missing_file_error_names_the_path(tmp_path):
     assert str(path) in str(error.value)
 
 
+def test_a_folder_is_named_as_a_folder_not_a_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="is a folder, not an image file") as error:
+        load_image(tmp_path)
+    assert str(tmp_path) in str(error.value)
+
+
 def test_truncated_jpeg_error_names_the_path(image_files):
     with pytest.raises(ImageError, match="truncated") as error:
         load_image(image_files["corrupt"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
+from ..batch_inputs import IMAGE_SUFFIXES, folder_images
 from ..bundle import DEFAULT_MODEL, bundled_models
 from ..captioner import BATCH_SIZE, Captioner, CaptionResult
 from ..errors import BundleError
@@ -17,7 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Caption images with an ONNX model bundle."
     )
-    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files to caption")
+    parser.add_argument(
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="image files to caption, or folders: their images, subfolders included",
+    )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -82,10 +89,18 @@ def main(argv: list[str]) -> int:
         captioner = Captioner(args.model, threads=args.threads)
     except (BundleError, ValueError) as problem:
         return error(problem)
-    failed = False
+    images, failed = [], False
+    for argument in args.images:
+        if not os.path.isdir(argument):
+            images.append(argument)
+        elif found := folder_images(argument):
+            images += found
+        else:
+            failed = True
+            error(f"{argument}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
     # One caption_batch chunk at a time, so captions print as they are made.
-    for start in range(0, len(args.images), BATCH_SIZE):
-        paths = args.images[start : start + BATCH_SIZE]
+    for start in range(0, len(images), BATCH_SIZE):
+        paths = images[start : start + BATCH_SIZE]
         results = captioner.caption_batch(paths, beam_size=args.beam, max_length=args.max_length)
         for path, result in zip(paths, results, strict=True):
             if result.error is not None:
