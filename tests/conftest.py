@@ -297,6 +297,21 @@ def draw_screen():
     return draw
 
 
+@pytest.fixture(scope="session")
+def draw_banded_title(draw_screen):
+    """``draw_banded_title(title)``: a title on black, its letters in horizontal bands of dark
+    red and dark blue, as 8-bit logos are shaded: PP-OCR reads nothing in it as it is."""
+
+    def draw(title: str, colours=((200, 0, 0), (0, 0, 60)), period: int = 2) -> Image.Image:
+        screen = draw_screen([(title, 40, 90, "white")], background=(0, 0, 0))
+        letters = np.asarray(screen.convert("L"))[..., None] > 127  # (H, W, 1)
+        rows = np.arange(screen.height) // period % len(colours)  # (H,)
+        bands = np.asarray(colours, np.uint8)[rows][:, None, :]  # (H, 1, 3)
+        return Image.fromarray(np.where(letters, bands, 0).astype(np.uint8))
+
+    return draw
+
+
 # Files that take minutes (training and exporting models): first, so that with ``-n auto
 # --dist loadfile`` they run beside the rest of the suite rather than after it.
 SLOWEST_FILES = ("test_pipeline.py", "test_scst.py", "test_distill.py", "test_export_cli.py")

@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from .preprocessing import DEFAULT_MAX_PIXELS, ImageInput, load_image
 
@@ -55,6 +56,19 @@ def ocr_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def brightest_channel(picture: Image.Image) -> Image.Image:
+    """Each pixel's brightest RGB channel, as grey: a second view for OCR.
+
+    8-bit title logos are shaded in bands and gradients of dark colours, which PP-OCR often
+    reads as nothing; in each pixel's brightest channel such letters become one bright shape
+    on the dark screen. On 150 libretro title screens, names found by the text alone: 68 for
+    the plain read, 49 for this view, 75 reading this view where the plain read named no game
+    (what search does), at a p50 of 160 instead of 137 ms.
+    """
+    brightest = np.asarray(picture.convert("RGB")).max(axis=2)  # (H, W) uint8
+    return Image.fromarray(brightest, mode="L").convert("RGB")
 
 
 class TextReader:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from gamelab_caption.errors import ImageError, ImageTooLarge
-from gamelab_caption.ocr import MAX_LINES, TextLine, TextReader
+from gamelab_caption.ocr import MAX_LINES, TextLine, TextReader, brightest_channel
 
 pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
 
@@ -98,3 +98,11 @@ def test_lines_come_in_reading_order(reader, draw_screen):
     lines = reader.read(screen)
     assert len(lines) == 2
     assert "CASTLE" in _letters(lines[0].text) and "MICKEY" in _letters(lines[1].text)
+
+
+def test_a_banded_logo_is_read_in_its_brightest_channel(reader, draw_banded_title):
+    screen = draw_banded_title("SONIC CHAOS")
+    assert not any("SONIC" in _letters(line.text) for line in reader.read(screen))
+    grey = brightest_channel(screen)
+    assert grey.mode == "RGB" and grey.size == screen.size
+    assert any(_letters(line.text) == "SONICCHAOS" for line in reader.read(grey))

@@ -484,3 +484,23 @@ def test_title_screens_are_read_at_build_and_their_text_finds_the_game(
     # read_text=False: the query's text is never read
     assert all(len(hit.evidence) == 1 for hit in index.search(query, k=2, read_text=False))
     assert _build(entries[:1], captioner).images[0].text == ""  # read_text=False at build
+
+
+def test_a_logo_the_plain_read_misses_is_read_again_in_its_brightest_channel(
+    captioner, tmp_path, draw_banded_title
+):
+    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    entries = []
+    for game_id, colour in (("chaos", (200, 60, 195)), ("golvellius", (60, 200, 90))):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / f"{game_id}.png")
+        name = {"chaos": "Sonic Chaos (Europe)", "golvellius": "Golvellius (USA)"}[game_id]
+        entries.append(
+            CatalogEntry(game_id, name, (MediaImage(str(tmp_path / f"{game_id}.png"), "cover"),))
+        )
+    index = _build(entries, captioner, read_text=True)
+    query = draw_banded_title("SONIC CHAOS")
+    assert not any("SONIC" in _letters(line.text) for line in index.read(query))
+    best = index.search(query, k=2, read_text=True)[0]
+    assert best.game_id == "chaos"
+    (text_evidence,) = [item for item in best.evidence if item.source == "text"]
+    assert text_evidence.read == "sonic chaos"
