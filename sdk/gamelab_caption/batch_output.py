@@ -2,8 +2,10 @@
 
 The output is a folder of ``part-*.parquet`` files (one Parquet data set: pandas, pyarrow,
 Spark, DuckDB and ``ray.data.read_parquet`` read the folder as one table). The driver writes
-a part every FLUSH_ROWS rows or FLUSH_SECONDS, first to a ``.tmp`` file it then renames, so
-a crash leaves only whole parts and loses at most the rows not yet flushed. A re-run reads
+a part every FLUSH_ROWS rows or FLUSH_SECONDS, first to a hidden ``.tmp`` file it then
+renames, so a crash leaves only whole parts and loses at most the rows not yet flushed (a
+file cut short by the crash starts with ".", which Parquet readers skip, so the folder still
+reads as one table). A re-run reads
 which images the parts hold and processes only the others. Each part carries the job's
 settings (bundle, encoder hash, what was computed) in its schema metadata, so a re-run with
 other settings cannot mix its rows in.
@@ -60,8 +62,9 @@ def done_keys(folder: str, settings: dict) -> set[tuple[str, str | None]]:
     """
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise BatchInputError(f"The output {folder} is a file; it must be a folder")
-    for stale in glob.glob(os.path.join(glob.escape(folder), "*.parquet.tmp")):
-        os.remove(stale)  # a part a crashed run did not finish
+    for pattern in (".part-*.parquet.tmp", "part-*.parquet.tmp"):  # also earlier runs' names
+        for stale in glob.glob(os.path.join(glob.escape(folder), pattern)):
+            os.remove(stale)  # a part a crashed run did not finish
     pyarrow = import_pyarrow()
     done = set()
     for part in _parts(folder):
@@ -106,16 +109,17 @@ class PartWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the queued rows as one part (to ``.tmp``, then renamed)."""
+        """Write the queued rows as one part (to a hidden ``.tmp``, then renamed)."""
         self._last = time.monotonic()
         if not self._pending:
             return
         pyarrow = import_pyarrow()
         table = pyarrow.concat_tables(self._pending)
         table = table.replace_schema_metadata(self._metadata)
-        path = os.path.join(self.folder, f"part-{self._run}-{self._number:05d}.parquet")
-        pyarrow.parquet.write_table(table, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        name = f"part-{self._run}-{self._number:05d}.parquet"
+        unfinished = os.path.join(self.folder, f".{name}.tmp")
+        pyarrow.parquet.write_table(table, unfinished)
+        os.replace(unfinished, os.path.join(self.folder, name))
         self._number += 1
         self.rows += table.num_rows
         self._pending, self._pending_rows = [], 0
