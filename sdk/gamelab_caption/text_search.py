@@ -35,6 +35,7 @@ GENRE_MATCH = 83  # rapidfuzz ratio: "ACTLON" is a banner, "THE ARCADE" is not
 FUNCTION_WORDS = frozenset("the and of a an or to in on at by for from vs".split())
 MIN_READ_CHARS = 3  # a cleaned read shorter than this is noise
 MIN_SCORE = 0.5  # matches scoring less are not evidence
+READ_WEIGHT = 0.2  # share of a key's score that depends on how much of the read it explains
 SEQUEL_MISMATCH = 0.85  # factor on a match whose sequel numbers differ
 WORD_MATCH = 0.75  # a key's word is in the read if a read word spells it this nearly
 SHORT_KEY = 6  # keys of fewer letters score less: they appear in any read by chance
@@ -167,7 +168,8 @@ class TitleMatcher:
     compared without spaces as well; a differing sequel number costs SEQUEL_MISMATCH (a read
     made in a game's image without a number has its game's name's); function words ("the",
     "and") weigh nothing; keys shorter than SHORT_KEY letters are scaled down, as they appear
-    in any read by chance.
+    in any read by chance. READ_WEIGHT of a score is how much of the read the key explains,
+    so that of two names a read covers, the one that accounts for more of it wins.
     Names with a subtitle are also known by their main title ("Phantasy Star III").
 
     Args:
@@ -253,12 +255,19 @@ class TitleMatcher:
         from rapidfuzz import fuzz, process
 
         words, lengths, starts, totals, numbers, joined, vocabulary = self._prepare()
-        ratios = process.cdist(vocabulary, read.split(), scorer=fuzz.ratio)  # (W, R)
+        read_words = read.split()
+        ratios = process.cdist(vocabulary, read_words, scorer=fuzz.ratio)  # (W, R)
         best = ratios.max(axis=1) / 100  # (W,) each word's best spelling in the read
         credit = np.where(best >= WORD_MATCH, best, 0.0)[words] * lengths
         covered = np.add.reduceat(credit, starts) / totals  # (K,)
         together = process.cdist([read.replace(" ", "")], joined, scorer=fuzz.ratio)[0] / 100
         scores = np.maximum(covered, together)  # (K,)
+        # and how much of the read each key explains: a read of "ASTERIX GREAT RESCUE" covers
+        # "Asterix" whole, but "Asterix and the Great Rescue" explains more of it
+        spelt = np.maximum.reduceat(ratios[words], starts, axis=0) >= 100 * WORD_MATCH  # (K, R)
+        read_letters = np.array([len(word) for word in read_words], np.float64)  # (R,)
+        explained = np.maximum(spelt @ read_letters / read_letters.sum(), together)  # (K,)
+        scores = scores * (1.0 - READ_WEIGHT + READ_WEIGHT * explained)
         read_numbers = _numbers(read)
         sequel = [
             SEQUEL_MISMATCH if n != read_numbers and (n - {"1"} or read_numbers - {"1"}) else 1.0

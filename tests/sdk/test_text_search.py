@@ -255,3 +255,15 @@ def test_a_boxs_genre_banner_names_no_game():
     assert matcher.clean(["T2", "THE ARCADE", "GAME"]) == "t2 arcade"
     matches = matcher.match(matcher.clean(["SHOOTING", "SEGA", "LASER GHOST"]))
     assert max(matches, key=lambda game: matches[game].score) == 1
+
+
+def test_of_two_names_a_read_covers_the_one_explaining_more_of_it_wins():
+    # Both are known by their main title, "Simpsons": read whole, it covers both alike; the
+    # rest of the read names one of them
+    matcher = TitleMatcher()
+    matcher.add(0, "Simpsons, The - Bart vs. the World (Europe)")
+    matcher.add(1, "Simpsons, The - Bart vs. the Space Mutants (Europe)")
+    matches = matcher.match(matcher.clean(["SIMPSONS", "BART VS THE SPACEMUTANTS"]))
+    assert matches[1].score > matches[0].score
+    matches = matcher.match(matcher.clean(["SIMPSONS", "BART VS THE WORLD"]))
+    assert matches[0].score > matches[1].score
