@@ -3,12 +3,11 @@
 The output is a folder of ``part-*.parquet`` files (one Parquet data set: pandas, pyarrow,
 Spark, DuckDB and ``ray.data.read_parquet`` read the folder as one table). The driver writes
 a part every FLUSH_ROWS rows or FLUSH_SECONDS, first to a hidden ``.tmp`` file it then
-renames, so a crash leaves only whole parts and loses at most the rows not yet flushed (a
-file cut short by the crash starts with ".", which Parquet readers skip, so the folder still
-reads as one table). A re-run reads
-which images the parts hold and processes only the others. Each part carries the job's
-settings (bundle, encoder hash, what was computed) in its schema metadata, so a re-run with
-other settings cannot mix its rows in.
+renames, so a crash leaves only whole parts and loses at most the rows not yet flushed (the
+file a crash cuts short starts with ".", which Parquet readers skip: the folder still reads
+as one table). A re-run reads which images the parts hold and processes only the others.
+Each part carries the job's settings (bundle, encoder hash, what was computed) in its schema
+metadata, so a re-run with other settings cannot mix its rows in.
 """
 
 from __future__ import annotations

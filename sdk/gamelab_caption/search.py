@@ -516,6 +516,7 @@ class GameIndex:
         return self.search_embedding(views, k, text=lines)
 
     def _names_a_game(self, lines: list[str]) -> bool:
+        """Whether the lines read match some game's name or text (at least MIN_SCORE)."""
         titles = self._titles()
         read = titles.clean(lines)
         return bool(read and titles.match(read, 1))
