@@ -114,10 +114,7 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
             that is a genre banner ("ACTION") is dropped whole.
     """
     texts = list(texts)
-    lines = [title_key(text).split() for text in texts]
-    lines = [
-        [] if _is_genre_banner(text) else words for text, words in zip(texts, lines, strict=True)
-    ]
+    lines = [[] if _is_genre_banner(text) else title_key(text).split() for text in texts]
     dropped_lines = [[_is_boilerplate(word, vocabulary) for word in words] for words in lines]
     titled_lines = [
         any(not drop and not word.isdigit() for word, drop in zip(words, dropped, strict=True))

@@ -40,6 +40,20 @@ def _ranked(matcher: TitleMatcher, lines: list[str]) -> list[tuple[str, float]]:
     return [(NAMES[game], match.score) for game, match in ranked]
 
 
+def _matcher_of(*names: str) -> TitleMatcher:
+    """A matcher knowing each name as the game of its position."""
+    matcher = TitleMatcher()
+    for game, name in enumerate(names):
+        matcher.add(game, name)
+    return matcher
+
+
+def _best_game(matcher: TitleMatcher, lines: list[str]) -> int:
+    """The game that the lines read match best, as search cleans and matches them."""
+    matches = matcher.match(matcher.clean(lines))
+    return max(matches, key=lambda game: matches[game].score)
+
+
 @pytest.mark.parametrize(
     ("title", "key"),
     [
@@ -212,57 +226,49 @@ def test_a_sequels_title_screen_read_without_its_number_is_not_the_first_game():
     assert max(matches, key=lambda game: matches[game].score) == 0
     assert matches[0].score > matches[1].score
     # with the number read, the sequel's read and name win
-    matches = matcher.match(matcher.clean(["MORTAL KOMBAT", "II"]))
-    assert max(matches, key=lambda game: matches[game].score) == 1
+    assert _best_game(matcher, ["MORTAL KOMBAT", "II"]) == 1
 
 
 def test_short_words_a_read_misses_do_not_count_against_a_name():
     # "and the" are dropped from reads as boilerplate or not read at all: "Asterix and the Great
     # Rescue" is the game a box reading "ISTERX GREAT RESCUE" shows, not "Asterix"
-    matcher = TitleMatcher()
-    matcher.add(0, "Asterix (Europe) (En,Fr) (Rev 1)")
-    matcher.add(1, "Asterix and the Great Rescue (Europe, Brazil)")
-    matches = matcher.match(matcher.clean(["ACTION", "ISTERX GREAT RESCUE"]))
-    assert max(matches, key=lambda game: matches[game].score) == 1
+    matcher = _matcher_of(
+        "Asterix (Europe) (En,Fr) (Rev 1)", "Asterix and the Great Rescue (Europe, Brazil)"
+    )
+    assert _best_game(matcher, ["ACTION", "ISTERX GREAT RESCUE"]) == 1
     # a read of the first game's name alone still finds it
-    matches = matcher.match(matcher.clean(["ASTERIX"]))
-    assert max(matches, key=lambda game: matches[game].score) == 0
+    assert _best_game(matcher, ["ASTERIX"]) == 0
 
 
 def test_a_franchise_name_before_a_subtitle_keeps_the_games_sequel_number():
     # "Rambo - First Blood Part II" is also known as "Rambo", but as a second game: a read of
     # "RAMBO III" finds Rambo III
-    matcher = TitleMatcher()
-    matcher.add(0, "Rambo - First Blood Part II (USA)")
-    matcher.add(1, "Rambo III (USA, Europe)")
-    matches = matcher.match(matcher.clean(["RAMBO III"]))
-    assert max(matches, key=lambda game: matches[game].score) == 1
-    matches = matcher.match(matcher.clean(["RAMBO II"]))
-    assert max(matches, key=lambda game: matches[game].score) == 0
+    matcher = _matcher_of("Rambo - First Blood Part II (USA)", "Rambo III (USA, Europe)")
+    assert _best_game(matcher, ["RAMBO III"]) == 1
+    assert _best_game(matcher, ["RAMBO II"]) == 0
 
 
 def test_a_boxs_genre_banner_names_no_game():
     # Sega's boxes carry "SHOOTING", "ACTION" or "ROLE PLAYING" in a corner: read alone on its
     # line (misread too), it must not find "Shooting Gallery" for Laser Ghost's box
-    matcher = TitleMatcher()
-    matcher.add(0, "Shooting Gallery (USA, Europe)")
-    matcher.add(1, "Laser Ghost (Europe)")
-    matcher.add(2, "T2 - The Arcade Game (Europe)")
+    matcher = _matcher_of(
+        "Shooting Gallery (USA, Europe)", "Laser Ghost (Europe)", "T2 - The Arcade Game (Europe)"
+    )
     for banner in ("SHOOTING", "SHOOTINC", "ROLE PLAYING", "SMULATION", "ACTION"):
         assert matcher.clean([banner, "SEGA"]) == ""
     # the word still counts in a line that holds more than the banner
     assert matcher.clean(["SHOOTING GALLERY"]) == "shooting gallery"
     assert matcher.clean(["T2", "THE ARCADE", "GAME"]) == "t2 arcade"
-    matches = matcher.match(matcher.clean(["SHOOTING", "SEGA", "LASER GHOST"]))
-    assert max(matches, key=lambda game: matches[game].score) == 1
+    assert _best_game(matcher, ["SHOOTING", "SEGA", "LASER GHOST"]) == 1
 
 
 def test_of_two_names_a_read_covers_the_one_explaining_more_of_it_wins():
     # Both are known by their main title, "Simpsons": read whole, it covers both alike; the
     # rest of the read names one of them
-    matcher = TitleMatcher()
-    matcher.add(0, "Simpsons, The - Bart vs. the World (Europe)")
-    matcher.add(1, "Simpsons, The - Bart vs. the Space Mutants (Europe)")
+    matcher = _matcher_of(
+        "Simpsons, The - Bart vs. the World (Europe)",
+        "Simpsons, The - Bart vs. the Space Mutants (Europe)",
+    )
     matches = matcher.match(matcher.clean(["SIMPSONS", "BART VS THE SPACEMUTANTS"]))
     assert matches[1].score > matches[0].score
     matches = matcher.match(matcher.clean(["SIMPSONS", "BART VS THE WORLD"]))
