@@ -21,7 +21,9 @@ Games rank by their image similarity plus their text similarity times a weight t
 as the query's image evidence gets ambiguous (``rank_score``): when the best game's image is
 clearly closer than the next game's (a box photo, a scan), a misread must not overturn it,
 and OCR is not even run; when the images hardly tell games apart (a title screen unlike
-every catalogue image), the text decides. The score reported maps the ranking value, its
+every catalogue image), the text decides. A query that looks like gameplay (most of its
+nearest catalogue images are screenshots) needs a stronger text match (``GAMEPLAY_SHARE``):
+what is written on it is seldom the title. The score reported maps the ranking value, its
 lead over the next game and whether text was read through a logistic function
 (``CALIBRATION``, Platt scaling), so that it estimates the chance that the hit is the game
 whatever the query was. The constants were chosen on tuning queries of every kind
@@ -51,7 +53,7 @@ from .media import BuildReport, MediaIntake, rom_stem
 from .ocr import OCR_INSTALL, TextLine, TextReader, brightest_channel, ocr_available
 from .preprocessing import ImageInput, load_for_encoder, to_pixels
 from .progress import Progress, progress_callback
-from .text_search import TextMatch, TitleMatcher
+from .text_search import MIN_SCORE, TextMatch, TitleMatcher
 from .vectors import Hnsw, exact_top, import_faiss, serial_dot
 from .whitening import learn_whitening
 
@@ -67,6 +69,13 @@ TEXT_WEIGHT = 0.0  # text similarity against image similarity when the images ar
 TEXT_BOOST = 10.0  # more text weight per unit the image gap falls short of SURE_GAP
 SURE_GAP = 0.1  # image similarity of the best game minus the next: clear from here on
 CALIBRATION = (4.80, 16.15, -0.72, -2.87)  # logistic: rank score, lead, text read, bias
+# A query most of whose nearest catalogue images are screenshots shows gameplay: the text on
+# it (scores, dialogue, place names) is seldom the title and misreads as names, so a text
+# match must be stronger, and a plain read naming no game is not read again. Chosen on the
+# tuning queries (text floor 0.6, 0.7, 0.8; share 0.5, 0.7, 0.9, 1.0).
+GAMEPLAY_NEIGHBOURS = 10  # nearest catalogue images looked at
+GAMEPLAY_SHARE = 0.7  # share of them that are screenshots
+GAMEPLAY_MIN_TEXT = 0.7  # the text floor then, instead of text_search.MIN_SCORE
 
 logger = logging.getLogger(__name__)
 
@@ -491,7 +500,8 @@ class GameIndex:
             read_text: True reads the query's text (OCR), False never; None (default) reads
                 it unless one game's image is clearly the closest (by SURE_GAP; OCR costs
                 ~100-300 ms, twice that when the plain read names no game and the image is
-                read again in its brightest channel).
+                read again in its brightest channel; a query that looks like gameplay is
+                read once and needs a stronger text match, see GAMEPLAY_SHARE).
                 Without the ocr extra nothing is read.
 
         Raises:
@@ -511,7 +521,9 @@ class GameIndex:
             if hits and images[0] - images[1] >= SURE_GAP:
                 return hits[:k]
         lines = [line.text for line in self.read(picture)]
-        if not self._names_a_game(lines):  # a stylised logo may read in its brightest channel
+        text_floor = self._text_floor(views)
+        if text_floor == MIN_SCORE and not self._names_a_game(lines):
+            # a stylised logo may read in its brightest channel
             lines = [line.text for line in self.read(brightest_channel(picture))]
         return self.search_embedding(views, k, text=lines)
 
@@ -520,6 +532,15 @@ class GameIndex:
         titles = self._titles()
         read = titles.clean(lines)
         return bool(read and titles.match(read, 1))
+
+    def _text_floor(self, views: np.ndarray) -> float:
+        """The least text score that is evidence for a query (V, D): MIN_SCORE, or
+        GAMEPLAY_MIN_TEXT when it looks like gameplay (see GAMEPLAY_SHARE)."""
+        if self._vectors is None:
+            return MIN_SCORE
+        rows = self._nearest_rows(views.mean(axis=0, keepdims=True), GAMEPLAY_NEIGHBOURS)
+        screenshots = sum(self._images[row].kind == "screenshot" for row in rows.tolist())
+        return GAMEPLAY_MIN_TEXT if screenshots >= GAMEPLAY_SHARE * len(rows) else MIN_SCORE
 
     def search_embedding(
         self, embedding: np.ndarray, k: int = 5, *, text: str | Sequence[str] = ()
@@ -540,7 +561,7 @@ class GameIndex:
         lines = [text] if isinstance(text, str) else list(text)
         titles = self._titles() if lines else None
         read = titles.clean(lines) if titles is not None else ""
-        matches = titles.match(read, TEXT_CANDIDATES) if read else {}
+        matches = titles.match(read, TEXT_CANDIDATES, self._text_floor(views)) if read else {}
         games = list(dict.fromkeys(self._visual_candidates(query, k) + list(matches)))
         rows = np.concatenate([self._game_members[game] for game in games])  # (R,)
         similarity = serial_dot(query, self._vectors[rows])[0]  # (R,)
@@ -582,16 +603,20 @@ class GameIndex:
                 self._matcher = matcher
             return self._matcher
 
+    def _nearest_rows(self, query: np.ndarray, count: int) -> np.ndarray:
+        """The (at most) ``count`` catalogue images nearest the query (1, D), best first."""
+        count = min(count, len(self._vectors))
+        if self._ann is not None:
+            return self._ann.top(query, count)[0]
+        return exact_top(self._vectors, query, count)[0]
+
     def _visual_candidates(self, query: np.ndarray, k: int) -> list[int]:
         """Games of the rows nearest the query (1, D), best first: max(k, VISUAL_CANDIDATES)."""
         wanted = max(k, VISUAL_CANDIDATES)
         total = len(self._vectors)
         count = min(total, 4 * wanted)  # rows: enough unless releases crowd in
         while True:
-            if self._ann is not None:
-                rows, _ = self._ann.top(query, count)
-            else:
-                rows, _ = exact_top(self._vectors, query, count)
+            rows = self._nearest_rows(query, count)
             games = list(dict.fromkeys(self._row_games[rows].tolist()))
             if len(games) >= min(wanted, len(self._game_ids)) or count == total:
                 return games[:wanted]

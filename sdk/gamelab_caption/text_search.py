@@ -275,11 +275,13 @@ class TitleMatcher:
         informative = min(1.0, letters / SHORT_READ)
         return scores * np.array(sequel) * np.minimum(1.0, totals / SHORT_KEY) * informative
 
-    def match(self, read: str, limit: int = 50) -> dict[int, TextMatch]:
+    def match(
+        self, read: str, limit: int = 50, min_score: float = MIN_SCORE
+    ) -> dict[int, TextMatch]:
         """The best match per game for a cleaned read, for up to ``limit`` games.
 
         Returns:
-            game number -> TextMatch, only matches scoring at least MIN_SCORE, best first.
+            game number -> TextMatch, only matches scoring at least ``min_score``, best first.
         """
         if len(read.replace(" ", "")) < MIN_READ_CHARS or not self._keys:
             return {}
@@ -287,7 +289,7 @@ class TitleMatcher:
         best: dict[int, TextMatch] = {}
         for position in np.argsort(-scores, kind="stable"):
             score = float(scores[position])
-            if score < MIN_SCORE or len(best) == limit:
+            if score < min_score or len(best) == limit:
                 break
             game = self._games[position]
             if game not in best:

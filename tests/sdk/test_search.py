@@ -430,6 +430,32 @@ def test_text_proposes_games_the_image_evidence_does_not(lookalikes, monkeypatch
     assert hit.game_id == "3" and hit.evidence[1].matched == FUSION_NAMES[3]
 
 
+def test_a_query_that_looks_like_gameplay_needs_a_stronger_text_match(
+    lookalikes, shipped_captioner
+):
+    from gamelab_caption.text_search import MIN_SCORE, similarity
+
+    index, covers = lookalikes
+    # the same images as screenshots: every query's nearest catalogue images are screenshots
+    shots = [
+        CatalogEntry(str(number), name, (MediaImage(str(cover), "screenshot"),))
+        for number, (name, cover) in enumerate(zip(FUSION_NAMES, covers, strict=True))
+    ]
+    gameplay = _build(shots, shipped_captioner)
+    weak, strong = ["KIDD MIRACLE"], ["ALEX KIDD IN MIRACLE WORLD"]
+    weak_score = similarity("kidd miracle", "alex kidd in miracle world")
+    assert MIN_SCORE <= weak_score < search.GAMEPLAY_MIN_TEXT
+    for built, read, names_it in (
+        (index, weak, True),
+        (gameplay, weak, False),  # score lines and dialogue misread as names: not enough
+        (gameplay, strong, True),
+    ):
+        views = built.embed(covers[0], crops=(1.0,))
+        hits = built.search_embedding(views, k=5, text=read)
+        assert (hits[0].game_id == "1") is names_it, read
+        assert any(item.source == "text" for hit in hits for item in hit.evidence) is names_it
+
+
 def test_k_beyond_the_visual_candidates_still_returns_k_games(captioner, tmp_path):
     count = search.VISUAL_CANDIDATES + 2
     entries = []
