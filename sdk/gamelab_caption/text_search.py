@@ -24,7 +24,7 @@ BOILERPLATE = frozenset(
     """push press start button buttons pull trigger to sega master system mark iii
     presents presented copyright all rights reserved licensed license by from inc ltd co corp
     corporation tm r c reprogrammed programmed program game select mode player players 1p 2p
-    score hi high top credit credits insert coin version ver or and of the a an
+    score hi high top credit credits insert coin version ver or and of the a an play
     cartridge card my mycard gold us""".split()  # boxes: "GOLD CARTRIDGE", "SEGA MY CARD"
 )
 # The genre banner in a corner of Sega's boxes: a line that is one of these, also misread
@@ -68,12 +68,16 @@ class TextMatch:
 
 def _is_boilerplate(word: str, vocabulary: Collection[str] = ()) -> bool:
     """A boilerplate word, also misread ("eutton", "csega") or run together ("pressstart",
-    "sega1993", "push1"), as OCR gives them on title screens. Words of ``vocabulary`` (those
-    of the catalogue's names) are never taken for misreads: "star" is not "start"."""
+    "sega1993", "push1", "push1play"), as OCR gives them on title screens. Words of
+    ``vocabulary`` (those of the catalogue's names) are never taken for misreads: "star" is
+    not "start"."""
     from rapidfuzz import fuzz
 
     if word.isdigit():
         return len(word) >= 3  # years and scores; 1-2 digits are sequel numbers
+    pieces = [piece for piece in re.split(r"\d+", word) if piece]
+    if len(pieces) > 1 and all(_is_boilerplate(piece, vocabulary) for piece in pieces):
+        return True  # "PUSH 1 PLAY" run together
     letters = word.strip("0123456789")
     if word in BOILERPLATE or letters in BOILERPLATE:
         return True
