@@ -312,6 +312,22 @@ def draw_banded_title(draw_screen):
     return draw
 
 
+@pytest.fixture(scope="session")
+def draw_striped_title(draw_screen):
+    """``draw_striped_title(title)``: a title on black, its letters cut in vertical stripes
+    of yellow and black two pixels wide, as dithered 8-bit logos are: PP-OCR's detector finds
+    no text in it, in its plain or brightest-channel view."""
+
+    def draw(title: str, period: int = 2) -> Image.Image:
+        screen = draw_screen([(title, 40, 90, "white")], background=(0, 0, 0))
+        letters = np.asarray(screen.convert("L")) > 127  # (H, W)
+        lit = np.arange(screen.width) // period % 2 == 0  # (W,)
+        shown = letters & lit[None, :]
+        return Image.fromarray(np.where(shown[..., None], (220, 220, 0), 0).astype(np.uint8))
+
+    return draw
+
+
 # Files that take minutes (training and exporting models): first, so that with ``-n auto
 # --dist loadfile`` they run beside the rest of the suite rather than after it.
 SLOWEST_FILES = ("test_pipeline.py", "test_scst.py", "test_distill.py", "test_export_cli.py")

@@ -15,7 +15,8 @@ ranked list of games:
   and a title screen or screenshot when the catalogue holds a similar one.
 - Text: titles are written on title screens, boxes and cartridges. The query's text is read
   with PP-OCR (ocr.py, the ``ocr`` extra) and fuzzily matched against each game's names and
-  the text read in its own catalogue images at build time (text_search.py).
+  the text read in its own catalogue images at build time (text_search.py). A read that
+  names no game is tried again in the image's brightest channel, then band by band.
 
 Games rank by their image similarity plus their text similarity times a weight that grows
 as the query's image evidence gets ambiguous (``rank_score``): when the best game's image is
@@ -456,10 +457,13 @@ class GameIndex:
         """
         if not self.reads_text:
             return []
+        return self._text_reader().read(image, max_pixels=self.captioner.max_pixels)
+
+    def _text_reader(self) -> TextReader:
         with self._lazy_lock:  # created on first use: it loads two ONNX models
             if self._reader is None:
                 self._reader = TextReader()
-        return self._reader.read(image, max_pixels=self.captioner.max_pixels)
+            return self._reader
 
     def embed(self, image: ImageInput, *, crops: Sequence[float] = QUERY_CROPS) -> np.ndarray:
         """The query's views as ``search`` compares them: (V, D) float32, V = len(crops).
@@ -500,8 +504,10 @@ class GameIndex:
             read_text: True reads the query's text (OCR), False never; None (default) reads
                 it unless one game's image is clearly the closest (by SURE_GAP; OCR costs
                 ~100-300 ms, twice that when the plain read names no game and the image is
-                read again in its brightest channel; a query that looks like gameplay is
-                read once and needs a stronger text match, see GAMEPLAY_SHARE).
+                read again in its brightest channel, and ~40 ms more when that names none
+                either and its horizontal bands are recognised whole (a logo the detector
+                misses); a query that looks like gameplay is read once and needs a stronger
+                text match, see GAMEPLAY_SHARE).
                 Without the ocr extra nothing is read.
 
         Raises:
@@ -521,11 +527,22 @@ class GameIndex:
             if hits and images[0] - images[1] >= SURE_GAP:
                 return hits[:k]
         lines = [line.text for line in self.read(picture)]
-        text_floor = self._text_floor(views)
-        if text_floor == MIN_SCORE and not self._names_a_game(lines):
-            # a stylised logo may read in its brightest channel
-            lines = [line.text for line in self.read(brightest_channel(picture))]
+        if self._text_floor(views) == MIN_SCORE:  # a stylised logo may read in a second way
+            for second_read in (self._read_brightest, self._read_bands):
+                if self._names_a_game(lines):
+                    break
+                lines = second_read(picture)
         return self.search_embedding(views, k, text=lines)
+
+    def _read_brightest(self, picture: Image.Image) -> list[str]:
+        """The lines read in each pixel's brightest channel (see ocr.brightest_channel)."""
+        return [line.text for line in self.read(brightest_channel(picture))]
+
+    def _read_bands(self, picture: Image.Image) -> list[str]:
+        """The horizontal bands of the picture, each recognised whole (TextReader.read_bands)."""
+        if not self.reads_text:
+            return []
+        return [line.text for line in self._text_reader().read_bands(picture)]
 
     def _names_a_game(self, lines: list[str]) -> bool:
         """Whether the lines read match some game's name or text (at least MIN_SCORE)."""

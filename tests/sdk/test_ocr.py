@@ -106,3 +106,18 @@ def test_a_banded_logo_is_read_in_its_brightest_channel(reader, draw_banded_titl
     grey = brightest_channel(screen)
     assert grey.mode == "RGB" and grey.size == screen.size
     assert any(_letters(line.text) == "SONICCHAOS" for line in reader.read(grey))
+
+
+def test_a_striped_logo_the_detector_misses_is_read_in_its_band(reader, draw_striped_title):
+    screen = draw_striped_title("SONIC CHAOS")
+    for view in (screen, brightest_channel(screen)):
+        assert not any("SONICCHAOS" in _letters(line.text) for line in reader.read(view))
+    bands = reader.read_bands(screen)
+    assert any(_letters(line.text) == "SONICCHAOS" for line in bands)
+    assert all(line.confidence >= 0.5 and 0 < line.height < 1 for line in bands)
+
+
+def test_bands_of_an_empty_screen_read_nothing(reader):
+    assert reader.read_bands(Image.new("RGB", SCREEN, BACKGROUND)) == []
+    with pytest.raises(ImageError):
+        reader.read_bands(b"not an image")

@@ -34,6 +34,7 @@ from gamelab_caption.bundle import MANIFEST, write_manifest
 from gamelab_caption.catalog import MEDIA_KINDS, CatalogEntry, MediaImage
 from gamelab_caption.cli import main
 from gamelab_caption.errors import IndexFileError
+from gamelab_caption.ocr import brightest_channel
 
 COVERS = {
     "red": (230, 20, 20),
@@ -526,6 +527,29 @@ def test_a_logo_the_plain_read_misses_is_read_again_in_its_brightest_channel(
     index = _build(entries, captioner, read_text=True)
     query = draw_banded_title("SONIC CHAOS")
     assert not any("SONIC" in _letters(line.text) for line in index.read(query))
+    best = index.search(query, k=2, read_text=True)[0]
+    assert best.game_id == "chaos"
+    (text_evidence,) = [item for item in best.evidence if item.source == "text"]
+    assert text_evidence.read == "sonic chaos"
+
+
+def test_a_logo_no_read_finds_is_recognised_in_its_band_of_the_screen(
+    captioner, tmp_path, draw_striped_title
+):
+    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    entries = []
+    # Golvellius's cover looks a little more like the query: the text must decide
+    for game_id, colour in (("chaos", (24, 20, 12)), ("golvellius", (24, 22, 12))):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / f"{game_id}.png")
+        name = {"chaos": "Sonic Chaos (Europe)", "golvellius": "Golvellius (USA)"}[game_id]
+        entries.append(
+            CatalogEntry(game_id, name, (MediaImage(str(tmp_path / f"{game_id}.png"), "cover"),))
+        )
+    index = _build(entries, captioner, read_text=True)
+    query = draw_striped_title("SONIC CHAOS")
+    for view in (query, brightest_channel(query)):
+        assert not any("SONIC" in _letters(line.text) for line in index.read(view))
+    assert index.search(query, k=1, read_text=False)[0].game_id == "golvellius"
     best = index.search(query, k=2, read_text=True)[0]
     assert best.game_id == "chaos"
     (text_evidence,) = [item for item in best.evidence if item.source == "text"]
