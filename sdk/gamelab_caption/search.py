@@ -22,9 +22,11 @@ Games rank by their image similarity plus their text similarity times a weight t
 as the query's image evidence gets ambiguous (``rank_score``): when the best game's image is
 clearly closer than the next game's (a box photo, a scan), a misread must not overturn it,
 and OCR is not even run; when the images hardly tell games apart (a title screen unlike
-every catalogue image), the text decides. A query that looks like gameplay (most of its
-nearest catalogue images are screenshots) needs a stronger text match (``GAMEPLAY_SHARE``):
-what is written on it is seldom the title. The score reported maps the ranking value, its
+every catalogue image), the text decides. What the query looks like (the kind of most of
+its nearest catalogue images, ``LOOK_SHARE``) changes that: gameplay needs a stronger text
+match, as what is written on it is seldom the title; a title screen is always read, and its
+image is sure of the game only from a larger gap (``TITLE_SURE_GAP``), as title screens look
+alike. The score reported maps the ranking value, its
 lead over the next game and whether text was read through a logistic function
 (``CALIBRATION``, Platt scaling), so that it estimates the chance that the hit is the game
 whatever the query was. The constants were chosen on tuning queries of every kind
@@ -70,13 +72,17 @@ TEXT_WEIGHT = 0.0  # text similarity against image similarity when the images ar
 TEXT_BOOST = 10.0  # more text weight per unit the image gap falls short of SURE_GAP
 SURE_GAP = 0.1  # image similarity of the best game minus the next: clear from here on
 CALIBRATION = (4.80, 16.15, -0.72, -2.87)  # logistic: rank score, lead, text read, bias
-# A query most of whose nearest catalogue images are screenshots shows gameplay: the text on
-# it (scores, dialogue, place names) is seldom the title and misreads as names, so a text
-# match must be stronger, and a plain read naming no game is not read again. Chosen on the
-# tuning queries (text floor 0.6, 0.7, 0.8; share 0.5, 0.7, 0.9, 1.0).
-GAMEPLAY_NEIGHBOURS = 10  # nearest catalogue images looked at
-GAMEPLAY_SHARE = 0.7  # share of them that are screenshots
+# What a query looks like: the kind of most of its nearest catalogue images (_query_look).
+LOOK_NEIGHBOURS = 10  # nearest catalogue images looked at
+LOOK_SHARE = 0.7  # share of them of one kind
+# Gameplay (screenshots): the text on it (scores, dialogue, place names) is seldom the title
+# and misreads as names, so a text match must be stronger, and a plain read naming no game
+# is not read again. Chosen on the tuning queries (floor 0.6, 0.7, 0.8; share 0.5-1.0).
 GAMEPLAY_MIN_TEXT = 0.7  # the text floor then, instead of text_search.MIN_SCORE
+# A title screen looks like other games' (a logo on a plain screen): its image is sure of the
+# game only from a larger gap, and its text is read whatever the gap. Chosen on the tuning
+# queries (0.1-0.5; with a base text weight 0-1.0, which gained nothing).
+TITLE_SURE_GAP = 0.4
 
 logger = logging.getLogger(__name__)
 
@@ -507,7 +513,8 @@ class GameIndex:
                 read again in its brightest channel, and ~40 ms more when that names none
                 either and its horizontal bands are recognised whole (a logo the detector
                 misses); a query that looks like gameplay is read once and needs a stronger
-                text match, see GAMEPLAY_SHARE).
+                text match, one that looks like a title screen is always read, see
+                LOOK_SHARE).
                 Without the ocr extra nothing is read.
 
         Raises:
@@ -521,13 +528,15 @@ class GameIndex:
         views = self._embed_picture(picture, crops)
         if read_text is False or not self.reads_text:
             return self.search_embedding(views, k)
-        if read_text is None:  # no OCR when one game's image is clearly the closest
+        look = self._query_look(views)
+        if read_text is None and look != "title_screen":
+            # no OCR when one game's image is clearly the closest
             hits = self.search_embedding(views, max(k, 2))
             images = [hit.evidence[0].score for hit in hits] + [-1.0]
             if hits and images[0] - images[1] >= SURE_GAP:
                 return hits[:k]
         lines = [line.text for line in self.read(picture)]
-        if self._text_floor(views) == MIN_SCORE:  # a stylised logo may read in a second way
+        if look != "screenshot":  # a stylised logo may read in a second way
             for second_read in (self._read_brightest, self._read_bands):
                 if self._names_a_game(lines):
                     break
@@ -550,14 +559,14 @@ class GameIndex:
         read = titles.clean(lines)
         return bool(read and titles.match(read, 1))
 
-    def _text_floor(self, views: np.ndarray) -> float:
-        """The least text score that is evidence for a query (V, D): MIN_SCORE, or
-        GAMEPLAY_MIN_TEXT when it looks like gameplay (see GAMEPLAY_SHARE)."""
+    def _query_look(self, views: np.ndarray) -> str:
+        """The media kind a query (V, D) looks like: that of at least LOOK_SHARE of its
+        LOOK_NEIGHBOURS nearest catalogue images, or "" when no kind has that share."""
         if self._vectors is None:
-            return MIN_SCORE
-        rows = self._nearest_rows(views.mean(axis=0, keepdims=True), GAMEPLAY_NEIGHBOURS)
-        screenshots = sum(self._images[row].kind == "screenshot" for row in rows.tolist())
-        return GAMEPLAY_MIN_TEXT if screenshots >= GAMEPLAY_SHARE * len(rows) else MIN_SCORE
+            return ""
+        rows = self._nearest_rows(views.mean(axis=0, keepdims=True), LOOK_NEIGHBOURS)
+        kind, count = Counter(self._images[row].kind for row in rows.tolist()).most_common(1)[0]
+        return kind if count >= LOOK_SHARE * len(rows) else ""
 
     def search_embedding(
         self, embedding: np.ndarray, k: int = 5, *, text: str | Sequence[str] = ()
@@ -578,7 +587,10 @@ class GameIndex:
         lines = [text] if isinstance(text, str) else list(text)
         titles = self._titles() if lines else None
         read = titles.clean(lines) if titles is not None else ""
-        matches = titles.match(read, TEXT_CANDIDATES, self._text_floor(views)) if read else {}
+        look = self._query_look(views) if read else ""
+        text_floor = GAMEPLAY_MIN_TEXT if look == "screenshot" else MIN_SCORE
+        matches = titles.match(read, TEXT_CANDIDATES, text_floor) if read else {}
+        sure_gap = TITLE_SURE_GAP if look == "title_screen" else SURE_GAP
         games = list(dict.fromkeys(self._visual_candidates(query, k) + list(matches)))
         rows = np.concatenate([self._game_members[game] for game in games])  # (R,)
         similarity = serial_dot(query, self._vectors[rows])[0]  # (R,)
@@ -593,7 +605,8 @@ class GameIndex:
         for game in games:
             similarity, _ = best[game]
             text = matches[game].score if game in matches else 0.0
-            ranked.append((rank_score(similarity, text, image_gap), similarity, game))
+            weights = (TEXT_WEIGHT, TEXT_BOOST, sure_gap)
+            ranked.append((rank_score(similarity, text, image_gap, weights), similarity, game))
         ranked.sort(key=lambda item: (-item[0], -item[1]))
         hits = []
         for place, (score, similarity, game) in enumerate(ranked[:k]):

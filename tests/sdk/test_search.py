@@ -457,6 +457,35 @@ def test_a_query_that_looks_like_gameplay_needs_a_stronger_text_match(
         assert any(item.source == "text" for hit in hits for item in hit.evidence) is names_it
 
 
+def test_a_query_that_looks_like_a_title_screen_lets_its_text_outweigh_a_larger_image_gap(
+    captioner, tmp_path
+):
+    # solid colours on the tiny encoder (embedding: the mean colour): the query is nearer
+    # Red Quest's image than Golvellius's, by more than SURE_GAP but less than TITLE_SURE_GAP
+    colours = {"red": (200, 40, 40), "golvellius": (100, 200, 200)}
+    names = {"red": "Red Quest (USA)", "golvellius": "Golvellius (USA)"}
+    for name, colour in colours.items():
+        Image.new("RGB", (32, 32), colour).save(tmp_path / f"{name}.png")
+    query = Image.new("RGB", (32, 32), (210, 45, 35))
+    read = ["GOLVELLIUS", "PUSH START BUTTON"]
+    best = {}
+    for kind in ("cover", "title_screen"):
+        entries = [
+            CatalogEntry(
+                game_id, names[game_id], (MediaImage(str(tmp_path / f"{game_id}.png"), kind),)
+            )
+            for game_id in colours
+        ]
+        index = _build(entries, captioner)
+        views = index.embed(query, crops=(1.0,))
+        visual = [hit.evidence[0].score for hit in index.search_embedding(views, k=2)]
+        assert search.SURE_GAP <= visual[0] - visual[1] < search.TITLE_SURE_GAP, visual
+        best[kind] = index.search_embedding(views, k=2, text=read)[0]
+    assert best["cover"].game_id == "red"  # a cover this much closer is sure: a read is noise
+    assert best["title_screen"].game_id == "golvellius"  # title screens look alike: text decides
+    assert best["title_screen"].evidence[1].matched == "Golvellius (USA)"
+
+
 def test_k_beyond_the_visual_candidates_still_returns_k_games(captioner, tmp_path):
     count = search.VISUAL_CANDIDATES + 2
     entries = []
