@@ -41,6 +41,7 @@ WORD_MATCH = 0.75  # a key's word is in the read if a read word spells it this n
 SHORT_KEY = 6  # keys of fewer letters score less: they appear in any read by chance
 SHORT_READ = 8  # reads of fewer letters score less: a short misread matches many names
 _SUBTITLE = re.compile(r"\s+-\s+|:\s+")  # "Title - Subtitle", "Title: Subtitle"
+_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")  # "E-SWAT", "R-Type": a logo writes them as one word
 # long enough to be misread and still known: "EUTTON", "CSEGA", "PRESSSTAHT"
 _MISREAD_BOILERPLATE = (
     "push", "press", "start", "button", "sega", "player", "copyright", "reserved", "rights",
@@ -171,7 +172,8 @@ class TitleMatcher:
     "and") weigh nothing; keys shorter than SHORT_KEY letters are scaled down, as they appear
     in any read by chance. READ_WEIGHT of a score is how much of the read the key explains,
     so that of two names a read covers, the one that accounts for more of it wins.
-    Names with a subtitle are also known by their main title ("Phantasy Star III").
+    Names with a subtitle are also known by their main title ("Phantasy Star III"), and
+    hyphenated ones also as one word ("E-SWAT" as "ESWAT", as its logo reads).
 
     Args:
         None; fill with ``add``.
@@ -215,6 +217,10 @@ class TitleMatcher:
         if main != text:  # "Phantasy Star III - Generations of Doom": also "Phantasy Star III"
             # with the whole name's numbers: "Rambo - First Blood Part II" is no "Rambo"
             self._add_key(game, title_key(main), text, source, numbers)
+        for variant in dict.fromkeys((text, main)):  # "E-SWAT" is read "ESWAT"
+            unhyphenated = _HYPHEN.sub("", variant)
+            if unhyphenated != variant:
+                self._add_key(game, title_key(unhyphenated), text, source, numbers)
 
     def _add_key(
         self, game: int, key: str, shown: str, source: str, numbers: frozenset[str] | None = None

@@ -274,3 +274,13 @@ def test_of_two_names_a_read_covers_the_one_explaining_more_of_it_wins():
     assert matches[1].score > matches[0].score
     matches = matcher.match(matcher.clean(["SIMPSONS", "BART VS THE WORLD"]))
     assert matches[0].score > matches[1].score
+
+
+def test_a_hyphenated_name_is_found_when_its_logo_reads_as_one_word():
+    matcher = _matcher_of(
+        "Ultima IV - Quest of the Avatar (Europe)",
+        "E-SWAT - City Under Siege (USA, Europe)",
+        "R-Type (World)",
+    )
+    assert _best_game(matcher, ["ESWAT", "ULTIMATE FACTOR"]) == 1
+    assert _best_game(matcher, ["RTYPE", "PUSH START BUTTON"]) == 2
