@@ -23,7 +23,7 @@ from .titles import title_key
 BOILERPLATE = frozenset(
     """push press start button buttons pull trigger to sega master system mark iii
     presents presented copyright all rights reserved licensed license by from inc ltd co corp
-    corporation tm r c reprogrammed programmed program game select mode player players 1p 2p
+    corporation tm r c reprogrammed programmed program game games select mode player players 1p 2p
     score hi high top credit credits insert coin version ver or and of the a an play
     cartridge card my mycard gold us""".split()  # boxes: "GOLD CARTRIDGE", "SEGA MY CARD"
 )

@@ -98,6 +98,7 @@ def test_title_key_makes_releases_and_reads_of_one_title_equal():
         (["PUSH STAPT EUTTON", "GOLVELLIUS", "CSEGA1988"], "golvellius"),  # misread boilerplate
         (["PRESSSTARTBUTTON", "PUSH1", "SEGA1993", "TM"], ""),  # run together, as OCR gives it
         (["SATELLTE7", "PUSH1PLAY START BUTTON", "PUSH 2 PLAY"], "satellte7"),
+        (["MARBLE MADNESS", "TM ATARI GAMES"], "marble madness atari"),  # a publisher's "GAMES"
         (["LICENSED BY SEGA ENTERPRISES LTD"], ""),
         (["STREETS OF RAGE 2"], "streets rage 2"),  # a sequel number stays, a year goes
         (["WONDER BOY", "IN MONSTER LAND", "© SEGA 1988"], "wonder boy in monster land"),
