@@ -166,9 +166,11 @@ class TextReader:
                 band = pixels[int(top * height) : max(int(bottom * height), int(top * height) + 1)]
                 text, confidence = self._recognise(band)
                 lines.append(TextLine(text.strip(), confidence, bottom - top))
-        read = [line for line in lines if line.text and line.confidence >= MIN_CONFIDENCE]
-        texts = [line.text for line in read]
-        return [line for i, line in enumerate(read) if line.text not in texts[:i]]  # overlaps
+        read = {}  # text -> its first line: overlapping bands often read the same
+        for line in lines:
+            if line.text and line.confidence >= MIN_CONFIDENCE:
+                read.setdefault(line.text, line)
+        return list(read.values())
 
     def _recognise(self, crop: np.ndarray) -> tuple[str, float]:
         """One line crop (h, w, 3) uint8 -> (text, mean character probability)."""

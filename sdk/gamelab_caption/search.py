@@ -526,7 +526,7 @@ class GameIndex:
         crops = _check_crops(crops)
         picture = self._load_query(image)  # decoded once
         views = self._embed_picture(picture, crops)
-        if read_text is False or not self.reads_text:
+        if read_text is False or not self.reads_text or self._vectors is None:
             return self.search_embedding(views, k)
         look = self._query_look(views)
         if read_text is None and look != "title_screen":
@@ -541,7 +541,7 @@ class GameIndex:
                 if self._names_a_game(lines):
                     break
                 lines = second_read(picture)
-        return self.search_embedding(views, k, text=lines)
+        return self._fuse(views, k, lines, look)
 
     def _read_brightest(self, picture: Image.Image) -> list[str]:
         """The lines read in each pixel's brightest channel (see ocr.brightest_channel)."""
@@ -549,8 +549,6 @@ class GameIndex:
 
     def _read_bands(self, picture: Image.Image) -> list[str]:
         """The horizontal bands of the picture, each recognised whole (TextReader.read_bands)."""
-        if not self.reads_text:
-            return []
         return [line.text for line in self._text_reader().read_bands(picture)]
 
     def _names_a_game(self, lines: list[str]) -> bool:
@@ -562,8 +560,6 @@ class GameIndex:
     def _query_look(self, views: np.ndarray) -> str:
         """The media kind a query (V, D) looks like: that of at least LOOK_SHARE of its
         LOOK_NEIGHBOURS nearest catalogue images, or "" when no kind has that share."""
-        if self._vectors is None:
-            return ""
         rows = self._nearest_rows(views.mean(axis=0, keepdims=True), LOOK_NEIGHBOURS)
         kind, count = Counter(self._images[row].kind for row in rows.tolist()).most_common(1)[0]
         return kind if count >= LOOK_SHARE * len(rows) else ""
@@ -581,13 +577,21 @@ class GameIndex:
             raise ValueError(
                 f"embedding has shape {views.shape}, the index {self._vectors.shape[1]} dimensions"
             )
+        lines = [text] if isinstance(text, str) else list(text)
+        return self._fuse(views, k, lines)
+
+    def _fuse(
+        self, views: np.ndarray, k: int, lines: list[str], look: str | None = None
+    ) -> list[GameHit]:
+        """Rank games by the query's views (V, D) and the lines read in it; ``look`` is
+        ``_query_look(views)`` when the caller has it already (None: found here if needed)."""
         # The views' mean scores an image by its mean similarity to them: better than the best
         # view at the strongest distortions (0.964 vs 0.958 Recall@1 on the tuning queries).
         query = views.mean(axis=0, keepdims=True)  # (1, D)
-        lines = [text] if isinstance(text, str) else list(text)
         titles = self._titles() if lines else None
         read = titles.clean(lines) if titles is not None else ""
-        look = self._query_look(views) if read else ""
+        if look is None:
+            look = self._query_look(views) if read else ""
         text_floor = GAMEPLAY_MIN_TEXT if look == "screenshot" else MIN_SCORE
         matches = titles.match(read, TEXT_CANDIDATES, text_floor) if read else {}
         sure_gap = TITLE_SURE_GAP if look == "title_screen" else SURE_GAP
@@ -601,11 +605,11 @@ class GameIndex:
                 best[game] = (score, row)
         images = sorted((score for score, _ in best.values()), reverse=True) + [-1.0]
         image_gap = images[0] - images[1]
+        weights = (TEXT_WEIGHT, TEXT_BOOST, sure_gap)
         ranked = []
         for game in games:
             similarity, _ = best[game]
             text = matches[game].score if game in matches else 0.0
-            weights = (TEXT_WEIGHT, TEXT_BOOST, sure_gap)
             ranked.append((rank_score(similarity, text, image_gap, weights), similarity, game))
         ranked.sort(key=lambda item: (-item[0], -item[1]))
         hits = []

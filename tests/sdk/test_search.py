@@ -542,18 +542,23 @@ def test_title_screens_are_read_at_build_and_their_text_finds_the_game(
     assert _build(entries[:1], captioner).images[0].text == ""  # read_text=False at build
 
 
+def _sonic_and_golvellius(captioner, tmp_path, chaos_colour, golvellius_colour) -> GameIndex:
+    """An index (text read) of two games, each one solid-colour cover."""
+    names = {"chaos": "Sonic Chaos (Europe)", "golvellius": "Golvellius (USA)"}
+    colours = {"chaos": chaos_colour, "golvellius": golvellius_colour}
+    entries = []
+    for game_id, name in names.items():
+        Image.new("RGB", (64, 64), colours[game_id]).save(tmp_path / f"{game_id}.png")
+        cover = MediaImage(str(tmp_path / f"{game_id}.png"), "cover")
+        entries.append(CatalogEntry(game_id, name, (cover,)))
+    return _build(entries, captioner, read_text=True)
+
+
 def test_a_logo_the_plain_read_misses_is_read_again_in_its_brightest_channel(
     captioner, tmp_path, draw_banded_title
 ):
     pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
-    entries = []
-    for game_id, colour in (("chaos", (200, 60, 195)), ("golvellius", (60, 200, 90))):
-        Image.new("RGB", (64, 64), colour).save(tmp_path / f"{game_id}.png")
-        name = {"chaos": "Sonic Chaos (Europe)", "golvellius": "Golvellius (USA)"}[game_id]
-        entries.append(
-            CatalogEntry(game_id, name, (MediaImage(str(tmp_path / f"{game_id}.png"), "cover"),))
-        )
-    index = _build(entries, captioner, read_text=True)
+    index = _sonic_and_golvellius(captioner, tmp_path, (200, 60, 195), (60, 200, 90))
     query = draw_banded_title("SONIC CHAOS")
     assert not any("SONIC" in _letters(line.text) for line in index.read(query))
     best = index.search(query, k=2, read_text=True)[0]
@@ -566,15 +571,8 @@ def test_a_logo_no_read_finds_is_recognised_in_its_band_of_the_screen(
     captioner, tmp_path, draw_striped_title
 ):
     pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
-    entries = []
     # Golvellius's cover looks a little more like the query: the text must decide
-    for game_id, colour in (("chaos", (24, 20, 12)), ("golvellius", (24, 22, 12))):
-        Image.new("RGB", (64, 64), colour).save(tmp_path / f"{game_id}.png")
-        name = {"chaos": "Sonic Chaos (Europe)", "golvellius": "Golvellius (USA)"}[game_id]
-        entries.append(
-            CatalogEntry(game_id, name, (MediaImage(str(tmp_path / f"{game_id}.png"), "cover"),))
-        )
-    index = _build(entries, captioner, read_text=True)
+    index = _sonic_and_golvellius(captioner, tmp_path, (24, 20, 12), (24, 22, 12))
     query = draw_striped_title("SONIC CHAOS")
     for view in (query, brightest_channel(query)):
         assert not any("SONIC" in _letters(line.text) for line in index.read(view))
