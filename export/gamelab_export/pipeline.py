@@ -25,6 +25,7 @@ from .data import load_dataset
 from .distill import described_teacher
 from .encoders import encoder_spec
 from .quantize import QUANTIZATION, calibration_sample, quantize_decoder, quantize_encoder
+from .raw_pixels import input_dtype, take_raw_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -241,12 +242,17 @@ def quantize(config: TrainConfig, force: bool = False) -> None:
             spec.image,
             config.int8_format,
         )
+        if take_raw_pixels(targets[ENCODER], spec.image):
+            logger.info("quantize: the INT8 encoder takes uint8 pixels (raw_pixels)")
     for graph in (DECODER_INIT, DECODER_STEP):
         if graph in todo:
             quantize_decoder(folder / GRAPH_FILES[graph], targets[graph], config.decoder_weights)
 
 
-def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -> dict:
+def _manifest(
+    config: TrainConfig, precision: str, metrics: list[dict] | None, pixels: str = "float32"
+) -> dict:
+    """``pixels``: the dtype the bundle's encoder graph takes (see ``raw_pixels``)."""
     spec = encoder_spec(config.encoder, config.encoder_weights)
     decoders = (
         "Bahdanau-attention GRU decoder"
@@ -276,7 +282,7 @@ def _manifest(config: TrainConfig, precision: str, metrics: list[dict] | None) -
         "quantization": "none" if precision == "fp32" else QUANTIZATION[config.decoder_weights],
         "encoder": {
             "name": spec.name,
-            "image": spec.image.to_dict(),
+            "image": {**spec.image.to_dict(), "dtype": pixels},
             "grid": list(spec.grid),
             "feature_dim": spec.feature_dim,
         },
@@ -314,7 +320,8 @@ def bundle(config: TrainConfig, force: bool = False, metrics: list[dict] | None 
             source = name if precision == "fp32" else name.replace(".onnx", ".int8.onnx")
             shutil.copyfile(onnx_folder / source, folder / name)
         shutil.copyfile(config.run_dir / "vocab.json", folder / "vocab.json")
-        write_manifest(folder, _manifest(config, precision, metrics))
+        pixels = input_dtype(folder / GRAPH_FILES[ENCODER])
+        write_manifest(folder, _manifest(config, precision, metrics, pixels))
         logger.info("bundle: wrote %s", folder)
 
 

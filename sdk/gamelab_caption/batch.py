@@ -38,7 +38,7 @@ from .batch_inputs import (
 )
 from .batch_output import PartWriter, done_keys
 from .batch_worker import BatchCaptioner
-from .bundle import DEFAULT_MODEL, ENCODER, load_bundle
+from .bundle import DEFAULT_MODEL, load_bundle
 from .captioner import BATCH_SIZE, DecodeOptions
 from .errors import BatchClusterError
 from .progress import Progress, progress_callback
@@ -146,7 +146,7 @@ def _settings(options: BatchOptions) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "model_name": bundle.name,
-        "encoder_sha256": bundle.manifest["files"][bundle.manifest["graphs"][ENCODER]],
+        "encoder_sha256": bundle.encoder_id,
         "caption": options.caption,
         "embed": options.embed or options.catalog,  # the index needs the embedding
         "beam_size": options.beam_size if options.caption else None,

@@ -90,6 +90,17 @@ class Bundle:
     def length_penalty(self) -> float:
         return float(self.manifest["decoding"].get("length_penalty", 0.0))
 
+    @property
+    def encoder_id(self) -> str:
+        """The sha256 that names what the encoder computes: its graph's, or that of an earlier
+        graph it reproduces bit for bit (``encoder.same_outputs_as``: the same graph taking
+        uint8 pixels), so that game indexes and batch outputs built with either still fit."""
+        encoder = self.manifest["encoder"]
+        return (
+            encoder.get("same_outputs_as")
+            or self.manifest["files"][self.manifest["graphs"][ENCODER]]
+        )
+
     def graph_path(self, graph: str) -> Path:
         return self.path / self.manifest["graphs"][graph]
 

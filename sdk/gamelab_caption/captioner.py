@@ -1,7 +1,8 @@
 """Captioner: load a bundle's three ONNX graphs once, then caption images with beam search.
 
 Graph contract (names are fixed; shapes: N images, R decoder rows, L = grid_h * grid_w):
-    encoder:      image (N, H, W, 3) float32 -> features (N, L, D), embedding (N, D)
+    encoder:      image (N, H, W, 3) float32, or uint8 where the manifest's encoder.image.dtype
+                  says so (the graph normalises) -> features (N, L, D), embedding (N, D)
     decoder_init: features (N, L, D) -> memory (N, L, E), keys (N, L, A), hidden (N, U)
     decoder_step: token (R,) int64, hidden (R, U), memory (R, L, E), keys (R, L, A)
                   -> log_probs (R, V), next_hidden (R, U), attention (R, L)
@@ -182,11 +183,21 @@ class Captioner:
         return self.bundle.name
 
     def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the encoder on preprocessed pixels (N, H, W, 3).
+        """Run the encoder on preprocessed pixels (N, H, W, 3), as ``preprocess`` makes them
+        with ``self.bundle.image_spec``.
 
         Returns:
             features (N, L, D) and the L2-normalised pooled embedding (N, D).
+
+        Raises:
+            ValueError: the pixels are not of the dtype the bundle's encoder takes.
         """
+        wanted = self.bundle.image_spec.dtype
+        if pixels.dtype != wanted:
+            raise ValueError(
+                f"Bundle {self.name!r} encodes {wanted} pixels, got {pixels.dtype}: make them "
+                "with preprocess(image, captioner.bundle.image_spec)"
+            )
         features, embeddings = [], []
         for start in range(0, len(pixels), ENCODER_BATCH):
             chunk = pixels[start : start + ENCODER_BATCH]

@@ -28,6 +28,7 @@ _RESIZE_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _BACKGROUND = (255, 255, 255)
+PIXEL_DTYPES = ("float32", "uint8")
 
 _ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 ImageInput = str | os.PathLike | bytes | IO[bytes] | Image.Image | np.ndarray
@@ -42,18 +43,27 @@ class ImageSpec:
         resize: Pillow filter name, one of bilinear, bicubic, nearest, lanczos.
         mean: per-channel value subtracted from 0..255 RGB.
         std: per-channel divisor applied after the mean.
+        dtype: what the encoder graph takes. "float32": ``(rgb - mean) / std``, normalised
+            here. "uint8": the 0..255 RGB values themselves; the graph normalises them (a
+            quantised encoder whose first step maps them back onto the same uint8 values,
+            see the toolchain's ``raw_pixels``), and mean and std say how.
     """
 
     size: tuple[int, int]
     resize: str = "bilinear"
     mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.resize not in _RESIZE_FILTERS:
             raise ValueError(
                 f"Invalid resize method {self.resize!r}, expected one of: "
                 + ", ".join(sorted(_RESIZE_FILTERS))
+            )
+        if self.dtype not in PIXEL_DTYPES:
+            raise ValueError(
+                f"Invalid pixel dtype {self.dtype!r}, expected one of: " + ", ".join(PIXEL_DTYPES)
             )
 
     @classmethod
@@ -63,6 +73,7 @@ class ImageSpec:
             resize=spec.get("resize", "bilinear"),
             mean=tuple(spec["mean"]),
             std=tuple(spec["std"]),
+            dtype=spec.get("dtype", "float32"),  # older bundles took normalised floats
         )
 
     def to_dict(self) -> dict:
@@ -71,6 +82,7 @@ class ImageSpec:
             "resize": self.resize,
             "mean": list(self.mean),
             "std": list(self.std),
+            "dtype": self.dtype,
         }
 
 
@@ -201,11 +213,14 @@ def to_pixels(image: Image.Image, spec: ImageSpec) -> np.ndarray:
     """Resize and normalise one RGB image.
 
     Returns:
-        float32 array (H, W, 3), channels last, as the encoders take it.
+        (H, W, 3) array, channels last, as the encoder takes it: float32 normalised, or the
+        uint8 RGB values when ``spec.dtype`` is "uint8".
     """
     height, width = spec.size
     resized = image.resize((width, height), _RESIZE_FILTERS[spec.resize])
     rgb = np.asarray(resized)  # (H, W, 3) uint8
+    if spec.dtype == "uint8":
+        return rgb
     table = _normalised_values(spec.mean, spec.std)
     if table.ndim == 1:  # the same for every channel: one lookup
         return np.take(table, rgb)

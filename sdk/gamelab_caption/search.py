@@ -46,7 +46,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .bundle import ENCODER
 from .captioner import Captioner
 from .catalog import CatalogEntry, CatalogPath, read_catalog
 from .errors import BundleError
@@ -166,9 +165,7 @@ def _crop(image: Image.Image, fraction: float) -> Image.Image:
 
 
 def _encoder_identity(captioner: Captioner) -> dict:
-    manifest = captioner.bundle.manifest
-    encoder = manifest["graphs"][ENCODER]
-    return {"name": manifest["name"], "encoder_sha256": manifest["files"][encoder]}
+    return {"name": captioner.bundle.name, "encoder_sha256": captioner.bundle.encoder_id}
 
 
 def rank_score(

@@ -17,6 +17,7 @@ pytest.importorskip("tf2onnx")
 skimage_data = pytest.importorskip("skimage.data")
 
 from gamelab_caption import Captioner, load_bundle  # noqa: E402
+from gamelab_caption.bundle import write_manifest  # noqa: E402
 from gamelab_caption.preprocessing import preprocess  # noqa: E402
 from gamelab_export import cli, pipeline  # noqa: E402
 from gamelab_export.config import load_config  # noqa: E402
@@ -192,6 +193,54 @@ def _step_inputs(run, coco_file):
     memory, keys, hidden = captioner._sessions["decoder_init"].run(None, {"features": features})
     tokens = np.full(len(features), captioner.bundle.vocabulary.start_id)
     return {"token": tokens, "hidden": hidden, "memory": memory, "keys": keys}
+
+
+def test_the_int8_encoder_takes_bytes_and_computes_what_normalised_floats_gave(
+    run, coco_file, tmp_path
+):
+    from gamelab_export.encoders import encoder_spec
+    from gamelab_export.quantize import quantize_encoder
+    from gamelab_export.raw_pixels import input_dtype, take_raw_pixels, upgrade_bundle
+
+    _, images_dir = coco_file
+    photos = [os.path.join(images_dir, name) for name in sorted(CAPTIONS)]
+    spec = encoder_spec(run.encoder, run.encoder_weights).image
+    # quantised as `quantize` does, before raw_pixels: float input
+    floats = quantize_encoder(
+        run.run_dir / "onnx" / "encoder.onnx", tmp_path / "f.onnx", photos, spec
+    )
+    raw = shutil.copy(floats, tmp_path / "raw.onnx")
+    assert input_dtype(floats) == "float32"
+    assert take_raw_pixels(raw, spec)
+    assert input_dtype(raw) == "uint8"
+    as_bytes = dataclasses.replace(spec, dtype="uint8")
+    before, after = (ort.InferenceSession(str(path)) for path in (floats, raw))
+    for photo in photos:
+        expected = before.run(None, {"image": preprocess(photo, spec)[None]})
+        got = after.run(None, {"image": preprocess(photo, as_bytes)[None]})
+        for a, b in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # the run's own bundles: the quantised one takes bytes, the FP32 one normalised floats
+    bundles = pipeline.bundle_dirs(run)
+    assert load_bundle(bundles["int8"]).image_spec.dtype == "uint8"
+    assert load_bundle(bundles["fp32"]).image_spec.dtype == "float32"
+    # a normalisation that the quantisation does not undo: the file is left as it was
+    unmatched = dataclasses.replace(spec, mean=(127.5,) * 3, std=(127.5,) * 3)
+    kept = floats.read_bytes()
+    assert not take_raw_pixels(floats, unmatched)
+    assert floats.read_bytes() == kept
+    # an older bundle, upgraded in place, answers to its old encoder's sha256
+    old = shutil.copytree(bundles["int8"], tmp_path / "old")
+    shutil.copy(floats, old / "encoder.onnx")
+    manifest = load_bundle(old, verify=False).manifest
+    manifest["encoder"]["image"]["dtype"] = "float32"
+    write_manifest(old, {k: v for k, v in manifest.items() if k != "files"})
+    old_id = load_bundle(old).encoder_id
+    assert upgrade_bundle(old)
+    upgraded = load_bundle(old)
+    assert upgraded.image_spec.dtype == "uint8"
+    assert upgraded.encoder_id == old_id != upgraded.manifest["files"]["encoder.onnx"]
+    assert not upgrade_bundle(old)  # already takes bytes
 
 
 @pytest.mark.parametrize("weights", ["int4", "int8"])

@@ -107,6 +107,11 @@ def test_encode_returns_features_per_location_and_unit_embeddings(captioner):
     np.testing.assert_allclose(embedding, [[1, 0, 0], [0, 0, 1]], atol=1e-6)
 
 
+def test_encode_refuses_pixels_of_another_dtype_than_the_bundles(captioner):
+    with pytest.raises(ValueError, match="encodes float32 pixels, got uint8.*preprocess"):
+        captioner.encode(np.zeros((1, 8, 8, 3), dtype=np.uint8))
+
+
 def test_batch_equals_one_image_at_a_time(captioner, image_files):
     images = [image_files[name] for name in ("red", "green", "blue", "green")]
     for beam_size in (1, 3):

@@ -79,6 +79,28 @@ def test_resize_method_must_be_known():
 
 def test_image_spec_round_trips_through_dict():
     assert ImageSpec.from_dict(SPEC.to_dict()) == SPEC
+    as_bytes = ImageSpec(size=(6, 4), mean=(127.0,) * 3, std=(128.0,) * 3, dtype="uint8")
+    assert ImageSpec.from_dict(as_bytes.to_dict()) == as_bytes
+
+
+def test_a_manifest_without_pixel_dtype_means_normalised_floats():
+    # bundles written before encoders could take bytes
+    spec = {"size": [6, 4], "resize": "bilinear", "mean": [127] * 3, "std": [128] * 3}
+    assert ImageSpec.from_dict(spec).dtype == "float32"
+
+
+def test_pixel_dtype_must_be_known():
+    with pytest.raises(ValueError, match="float32, uint8"):
+        ImageSpec(size=(4, 4), dtype="float16")
+
+
+def test_a_uint8_spec_gives_the_resized_bytes_that_the_float_spec_normalises(gradient_png):
+    floats = ImageSpec(size=(6, 4), mean=(127.0,) * 3, std=(128.0,) * 3)
+    as_bytes = ImageSpec(size=(6, 4), mean=(127.0,) * 3, std=(128.0,) * 3, dtype="uint8")
+    pixels = preprocess(gradient_png, as_bytes)
+    assert pixels.dtype == np.uint8 and pixels.shape == (6, 4, 3)
+    expected = (pixels.astype(np.float32) - np.float32(127)) / np.float32(128)
+    np.testing.assert_array_equal(preprocess(gradient_png, floats), expected)
 
 
 def test_rgba_is_composited_on_white():

@@ -5,6 +5,7 @@ with the right content words. The golden test images are the checked-in examples
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gamelab_caption import Captioner, bundled_models, load_bundle
@@ -41,6 +42,19 @@ def test_shipped_models_fit_the_size_budget():
         for path in load_bundle(name, verify=False).path.iterdir()
     )
     assert total <= BUDGET_BYTES
+
+
+def test_the_default_encoder_takes_bytes_under_the_name_of_the_graph_it_reproduces(
+    default_captioner,
+):
+    bundle = default_captioner.bundle
+    assert bundle.image_spec.dtype == "uint8"
+    # The previous release's float-input encoder: game indexes and batch outputs built with
+    # it were made by the same function and must still load (raw_pixels checked it bit for bit).
+    assert bundle.encoder_id == "03adda2f07b5800dcc40e9f98251e198d4fd848c25e2f47913d66450887a8d09"
+    assert bundle.encoder_id != bundle.manifest["files"]["encoder.onnx"]
+    with pytest.raises(ValueError, match="encodes uint8 pixels, got float32"):
+        default_captioner.encode(np.zeros((1, *bundle.image_spec.size, 3), np.float32))
 
 
 def test_the_golden_example_is_captioned_with_its_content(default_captioner):
