@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from gamelab_caption.bundle import ENCODER, load_bundle, write_manifest
 from gamelab_caption.preprocessing import ImageSpec, to_pixels
 
 logger = logging.getLogger(__name__)
@@ -57,28 +56,6 @@ def take_raw_pixels(path: str | Path, spec: ImageSpec) -> bool:
         logger.warning("raw pixels: %s gives other outputs on bytes; kept float input", path)
         return False
     onnx.save(rewritten, str(path))
-    return True
-
-
-def upgrade_bundle(folder: str | Path) -> bool:
-    """``take_raw_pixels`` on a quantised bundle's encoder, its manifest updated to match.
-
-    The manifest's ``encoder.same_outputs_as`` keeps the replaced graph's sha256, so that
-    game indexes and batch outputs built with it stay valid (``Bundle.encoder_id``).
-    """
-    bundle = load_bundle(folder)
-    if bundle.image_spec.dtype == "uint8":
-        return False
-    path = bundle.graph_path(ENCODER)
-    if not take_raw_pixels(path, bundle.image_spec):
-        return False
-    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("format_version", "files")}
-    manifest["encoder"] = {
-        **manifest["encoder"],
-        "image": {**manifest["encoder"]["image"], "dtype": "uint8"},
-        "same_outputs_as": bundle.encoder_id,
-    }
-    write_manifest(bundle.path, manifest)
     return True
 
 
@@ -156,11 +133,3 @@ def _same_outputs(model, rewritten, spec: ImageSpec) -> bool:
         if any(not np.array_equal(a, b) for a, b in zip(expected, got, strict=True)):
             return False
     return True
-
-
-if __name__ == "__main__":
-    import sys
-
-    logging.basicConfig(level=logging.INFO)
-    for bundle_folder in sys.argv[1:]:
-        print(bundle_folder, "upgraded" if upgrade_bundle(bundle_folder) else "unchanged")

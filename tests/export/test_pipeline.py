@@ -200,7 +200,8 @@ def test_the_int8_encoder_takes_bytes_and_computes_what_normalised_floats_gave(
 ):
     from gamelab_export.encoders import encoder_spec
     from gamelab_export.quantize import quantize_encoder
-    from gamelab_export.raw_pixels import input_dtype, take_raw_pixels, upgrade_bundle
+    from gamelab_export.raw_pixels import input_dtype, take_raw_pixels
+    from gamelab_export.upgrade import upgrade_bundle
 
     _, images_dir = coco_file
     photos = [os.path.join(images_dir, name) for name in sorted(CAPTIONS)]
@@ -236,11 +237,11 @@ def test_the_int8_encoder_takes_bytes_and_computes_what_normalised_floats_gave(
     manifest["encoder"]["image"]["dtype"] = "float32"
     write_manifest(old, {k: v for k, v in manifest.items() if k != "files"})
     old_id = load_bundle(old).encoder_id
-    assert upgrade_bundle(old)
+    assert upgrade_bundle(old) == ["encoder takes uint8 pixels (raw_pixels, outputs bit-identical)"]
     upgraded = load_bundle(old)
     assert upgraded.image_spec.dtype == "uint8"
     assert upgraded.encoder_id == old_id != upgraded.manifest["files"]["encoder.onnx"]
-    assert not upgrade_bundle(old)  # already takes bytes
+    assert upgrade_bundle(old) == []  # already up to date
 
 
 @pytest.mark.parametrize("weights", ["int4", "int8"])
@@ -253,7 +254,9 @@ def test_quantised_decoder_steps_stay_close_to_fp32(run, coco_file, tmp_path, we
     assert "Gemm" not in op_types  # every weight matrix was quantised...
     if weights == "int4":  # ...but the attention score's single column, kept in float
         shapes = {tensor.name: list(tensor.dims) for tensor in graph.initializer}
-        floats = [shapes[n.input[1]] for n in graph.node if n.op_type == "MatMul"]
+        floats = [  # of weights: the context's MatMul multiplies two activations
+            shapes[n.input[1]] for n in graph.node if n.op_type == "MatMul" and n.input[1] in shapes
+        ]
         assert floats and all(shape[1] < NBITS_MIN_COLUMNS for shape in floats), floats
     inputs = _step_inputs(run, coco_file)
     expected = ort.InferenceSession(str(source)).run(["log_probs"], inputs)[0]
