@@ -69,7 +69,8 @@ class BatchCaptioner:
             from .ocr import TextReader  # the ocr extra, on the actors that read text
 
             self.reader = TextReader()
-        dimensions = self.captioner.encode(np.zeros((2, *self._size(), 3), np.float32))[1]
+        spec = self.captioner.bundle.image_spec
+        dimensions = self.captioner.encode(np.zeros((2, *spec.size, 3), spec.dtype))[1]
         self._dimensions = dimensions.shape[1]
 
     def _size(self) -> tuple[int, int]:
