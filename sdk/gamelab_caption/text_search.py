@@ -40,6 +40,12 @@ SEQUEL_MISMATCH = 0.85  # factor on a match whose sequel numbers differ
 WORD_MATCH = 0.75  # a key's word is in the read if a read word spells it this nearly
 SHORT_KEY = 6  # keys of fewer letters score less: they appear in any read by chance
 SHORT_READ = 8  # reads of fewer letters score less: a short misread matches many names
+# A read word at least this many letters longer than a key's words is words run together
+# ("MICROMACHINES", "EPACEGUN"): compared with the key without spaces, and a key word of
+# MIN_INSIDE letters or more spelt inside it ("out" and "run" in "OUTRUN") counts as read.
+RUN_TOGETHER = 3
+WORD_TOGETHER = 0.85  # rapidfuzz ratio of such a read word to a key without spaces
+MIN_INSIDE = 3
 _SUBTITLE = re.compile(r"\s+-\s+|:\s+")  # "Title - Subtitle", "Title: Subtitle"
 _HYPHEN = re.compile(r"(?<=\w)-(?=\w)")  # "E-SWAT", "R-Type": a logo writes them as one word
 # long enough to be misread and still known: "EUTTON", "CSEGA", "PRESSSTAHT"
@@ -167,11 +173,14 @@ class TitleMatcher:
     WORD_MATCH). So extra words in the read (a subtitle, noise) cost nothing, a partial read
     ("alex in miracle world") scores the part it covers, and a one-word read no longer
     matches every long name that holds the word. Words run together ("SONICCHAOS") are
-    compared without spaces as well; a differing sequel number costs SEQUEL_MISMATCH (a read
-    made in a game's image without a number has its game's name's); function words ("the",
-    "and") weigh nothing; keys shorter than SHORT_KEY letters are scaled down, as they appear
-    in any read by chance. READ_WEIGHT of a score is how much of the read the key explains,
-    so that of two names a read covers, the one that accounts for more of it wins.
+    compared without spaces as well, the whole read and each of its words that is longer than
+    a key's words ("MICROMACHINES" amid noise), and a key's words spelt inside such a word
+    count as read ("out" and "run" in "OUTRUN"); a differing sequel number costs
+    SEQUEL_MISMATCH (a read made in a game's image without a number has its game's name's);
+    function words ("the", "and") weigh nothing; keys shorter than SHORT_KEY letters are
+    scaled down, as they appear in any read by chance. READ_WEIGHT of a score is how much of
+    the read the key explains, so that of two names a read covers, the one that accounts for
+    more of it wins.
     Names with a subtitle are also known by their main title ("Phantasy Star III"), and
     hyphenated ones also as one word ("E-SWAT" as "ESWAT", as its logo reads).
 
@@ -191,6 +200,7 @@ class TitleMatcher:
         self._words: dict[str, int] = {}  # every word of every key -> its number
         self._key_words: list[list[int]] = []
         self._arrays = None  # numpy views of the keys, made on first match
+        self._longest: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -235,6 +245,7 @@ class TitleMatcher:
         self._sources.append(source)
         self._key_words.append([self._words.setdefault(w, len(self._words)) for w in key.split()])
         self._arrays = None
+        self._longest = None
 
     def clean(self, texts: Iterable[str]) -> str:
         """``clean_read`` keeping the words of the names added so far."""
@@ -263,17 +274,26 @@ class TitleMatcher:
 
         words, lengths, starts, totals, numbers, joined, vocabulary = self._prepare()
         read_words = read.split()
+        read_letters = np.array([len(word) for word in read_words], np.float64)  # (R,)
         ratios = process.cdist(vocabulary, read_words, scorer=fuzz.ratio)  # (W, R)
+        ratios[self._inside(read_words)] = 100.0  # "out" in "OUTRUN" is read
         best = ratios.max(axis=1) / 100  # (W,) each word's best spelling in the read
         credit = np.where(best >= WORD_MATCH, best, 0.0)[words] * lengths
         covered = np.add.reduceat(credit, starts) / totals  # (K,)
         together = process.cdist([read.replace(" ", "")], joined, scorer=fuzz.ratio)[0] / 100
-        scores = np.maximum(covered, together)  # (K,)
+        # one read word spelling a key of several words without their spaces
+        per_word = process.cdist(read_words, joined, scorer=fuzz.ratio) / 100  # (R, K)
+        nearest = per_word.argmax(axis=0)  # (K,) the read word nearest each key
+        run_together = read_letters[nearest] >= self._longest_word() + RUN_TOGETHER  # (K,)
+        word_together = np.where(run_together, per_word.max(axis=0), 0.0)
+        word_together[word_together < WORD_TOGETHER] = 0.0
+        scores = np.maximum(np.maximum(covered, together), word_together)  # (K,)
         # and how much of the read each key explains: a read of "ASTERIX GREAT RESCUE" covers
         # "Asterix" whole, but "Asterix and the Great Rescue" explains more of it
         spelt = np.maximum.reduceat(ratios[words], starts, axis=0) >= 100 * WORD_MATCH  # (K, R)
-        read_letters = np.array([len(word) for word in read_words], np.float64)  # (R,)
         explained = np.maximum(spelt @ read_letters / read_letters.sum(), together)  # (K,)
+        word_explained = np.where(word_together > 0, read_letters[nearest] / read_letters.sum(), 0)
+        explained = np.maximum(explained, word_explained)
         scores = scores * (1.0 - READ_WEIGHT + READ_WEIGHT * explained)
         read_numbers = _numbers(read)
         sequel = [
@@ -284,6 +304,24 @@ class TitleMatcher:
         letters = len(read.replace(" ", ""))
         informative = min(1.0, letters / SHORT_READ)
         return scores * np.array(sequel) * np.minimum(1.0, totals / SHORT_KEY) * informative
+
+    def _inside(self, read_words: list[str]) -> np.ndarray:
+        """(W, R) whether each known word is spelt inside a read word that runs words together:
+        at least MIN_INSIDE letters, exactly, and RUN_TOGETHER letters short of the read word."""
+        inside = np.zeros((len(self._words), len(read_words)), bool)
+        for column, word in enumerate(read_words):
+            for size in range(MIN_INSIDE, len(word) - RUN_TOGETHER + 1):
+                for start in range(len(word) - size + 1):
+                    row = self._words.get(word[start : start + size])
+                    if row is not None:
+                        inside[row, column] = True
+        return inside
+
+    def _longest_word(self) -> np.ndarray:
+        """(K,) letters of each key's longest word."""
+        if self._longest is None:
+            self._longest = np.array([max(map(len, key.split())) for key in self._keys])
+        return self._longest
 
     def match(
         self, read: str, limit: int = 50, min_score: float = MIN_SCORE

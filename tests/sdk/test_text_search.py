@@ -285,3 +285,24 @@ def test_a_hyphenated_name_is_found_when_its_logo_reads_as_one_word():
     )
     assert _best_game(matcher, ["ESWAT", "ULTIMATE FACTOR"]) == 1
     assert _best_game(matcher, ["RTYPE", "PUSH START BUTTON"]) == 2
+
+
+def test_a_logo_read_as_one_word_among_other_reads_matches_the_name():
+    # real reads of real title screens: the logo's words run together, amid noise
+    matcher = _matcher_of(
+        "Micro Machines (Europe)",
+        "Space Gun (Europe)",
+        "Champions of Europe (Europe)",
+        "Captain Silver (Japan, Europe)",
+    )
+    assert _best_game(matcher, ["ORICIA", "MicroMachines", "INIATUG"]) == 0
+    assert _best_game(matcher, ["EPACEGUN", "Tito", "CORP0RAT10N_1992"]) == 1
+    assert _best_game(matcher, ["GHAMPIONSBFEUROPE", "UEFR 1987"]) == 2
+
+
+def test_a_names_words_read_inside_one_run_together_word_count_as_read():
+    # "OUTRUN" spells "Out Run" whole, and the "out" and "run" of "Battle Out Run": without
+    # the second, the noise ("SIARI") would hand the read to the shorter name
+    matcher = _matcher_of("Out Run (World)", "Battle Out Run (Europe)")
+    assert _best_game(matcher, ["BATTLE", "OUTRUN", "SIARI"]) == 1
+    assert _best_game(matcher, ["OUTRUN", "PRESS START"]) == 0
