@@ -103,6 +103,10 @@ def _is_genre_banner(text: str) -> bool:
     return any(fuzz.ratio(letters, banner) >= GENRE_MATCH for banner in GENRE_BANNERS)
 
 
+def _names_a_game(word: str, vocabulary: Collection[str]) -> bool:
+    return len(word) >= 3 and word in vocabulary and not _is_boilerplate(word, vocabulary)
+
+
 def _joined(letters: str) -> bool:
     """Whether ``letters`` is two or more boilerplate words run together."""
     ends = {0}  # prefixes of ``letters`` made of whole boilerplate words
@@ -122,10 +126,20 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
             word of a name that is not ("CLOUD MASTER", but not "SEGA MASTER SYSTEM").
             A sequel number counts only beside a word that is not boilerplate ("2 PLAYERS"),
             or alone on its line ("2", "III") when another line holds the title. A line
-            that is a genre banner ("ACTION") is dropped whole.
+            that is a genre banner ("ACTION") is dropped whole, unless its words are names'
+            words and another line names a game too ("SHOOTING" over "GALLERY").
     """
     texts = list(texts)
-    lines = [[] if _is_genre_banner(text) else title_key(text).split() for text in texts]
+    lines = [title_key(text).split() for text in texts]
+    banners = [_is_genre_banner(text) for text in texts]
+    naming_lines = [
+        not banner and any(_names_a_game(word, vocabulary) for word in words)
+        for words, banner in zip(lines, banners, strict=True)
+    ]
+    for number, banner in enumerate(banners):
+        named_elsewhere = any(naming_lines[:number] + naming_lines[number + 1 :])
+        if banner and not (named_elsewhere and all(w in vocabulary for w in lines[number])):
+            lines[number] = []
     dropped_lines = [[_is_boilerplate(word, vocabulary) for word in words] for words in lines]
     titled_lines = [
         any(not drop and not word.isdigit() for word, drop in zip(words, dropped, strict=True))

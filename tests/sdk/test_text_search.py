@@ -262,6 +262,10 @@ def test_a_boxs_genre_banner_names_no_game():
     assert matcher.clean(["SHOOTING GALLERY"]) == "shooting gallery"
     assert matcher.clean(["T2", "THE ARCADE", "GAME"]) == "t2 arcade"
     assert _best_game(matcher, ["SHOOTING", "SEGA", "LASER GHOST"]) == 1
+    # and as a logo's own line, when another line holds a name's word too (a real title
+    # screen's read; the banner rule had left "gallery" alone, too little to name the game)
+    assert matcher.clean(["SHOOTING", "GALLERY", "@ SEGA 1987"]) == "shooting gallery"
+    assert _best_game(matcher, ["SHOOTING", "GALLERY", "@ SEGA 1987"]) == 0
 
 
 def test_of_two_names_a_read_covers_the_one_explaining_more_of_it_wins():
