@@ -486,6 +486,27 @@ def test_a_query_that_looks_like_a_title_screen_lets_its_text_outweigh_a_larger_
     assert best["title_screen"].evidence[1].matched == "Golvellius (USA)"
 
 
+def test_a_strong_read_outweighs_an_image_just_short_of_sure(captioner, tmp_path):
+    # the query is nearer Red Quest's cover than Golvellius's by just under SURE_GAP: the
+    # image is unsure, so the read is weighed, at least UNSURE_TEXT_WEIGHT
+    colours = {"red": (200, 40, 40), "golvellius": (100, 200, 200)}
+    names = {"red": "Red Quest (USA)", "golvellius": "Golvellius (USA)"}
+    entries = []
+    for game_id, colour in colours.items():
+        Image.new("RGB", (32, 32), colour).save(tmp_path / f"{game_id}.png")
+        media = (MediaImage(str(tmp_path / f"{game_id}.png"), "cover"),)
+        entries.append(CatalogEntry(game_id, names[game_id], media))
+    index = _build(entries, captioner)
+    views = index.embed(Image.new("RGB", (32, 32), (200, 60, 60)), crops=(1.0,))
+    visual = [hit.evidence[0].score for hit in index.search_embedding(views, k=2)]
+    gap = visual[0] - visual[1]
+    # so near the sure gap that the boost alone would give a perfect read less than the gap
+    assert search.TEXT_BOOST * (search.SURE_GAP - gap) < gap < search.SURE_GAP, visual
+    assert index.search_embedding(views, k=2)[0].game_id == "red"
+    best = index.search_embedding(views, k=2, text=["GOLVELLIUS", "PUSH START BUTTON"])[0]
+    assert best.game_id == "golvellius" and best.evidence[1].matched == "Golvellius (USA)"
+
+
 def test_k_beyond_the_visual_candidates_still_returns_k_games(captioner, tmp_path):
     count = search.VISUAL_CANDIDATES + 2
     entries = []
