@@ -117,15 +117,16 @@ def _bias_adds(graph, nodes, widths, weights) -> list[tuple] | None:
 
 
 def _merge_key(node, weights) -> tuple | None:
-    """What a Dense node must share with another to be merged with it; None: not mergeable."""
-
+    """What a Dense node must share with another to be merged with it (its input, operator,
+    settings and weight types); None: not mergeable."""
     if node.op_type not in _MERGEABLE or any(name not in weights for name in node.input[1:]):
         return None
     attributes = node_attributes(node)
+    types = tuple(weights[name].data_type for name in node.input[1:])
     if node.op_type == "MatMulNBits":
         if len(node.input) != 3:  # zero points, group ids or bias: not written here
             return None
-        return (node.op_type, node.input[0], *(attributes[a] for a in _NBITS_ATTRIBUTES))
+        return (node.op_type, node.input[0], types, *(attributes[a] for a in _NBITS_ATTRIBUTES))
     if len(weights[node.input[1]].dims) != 2:
         return None
     if node.op_type == "Gemm":
@@ -133,7 +134,7 @@ def _merge_key(node, weights) -> tuple | None:
         scaled = attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0
         if not plain or scaled or (len(node.input) > 2 and len(weights[node.input[2]].dims) != 1):
             return None
-    return (node.op_type, node.input[0], len(node.input))
+    return (node.op_type, node.input[0], types)
 
 
 def slices_into_split(graph, shapes: dict[str, tuple]) -> int:
