@@ -231,9 +231,7 @@ def load_run(path: Path) -> RunCase:
 
     if not (path / "config.json").is_file():
         return RunCase(path, problem=f"{path} has no config.json: not a gamelab-export run")
-    values = json.loads((path / "config.json").read_text())
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in values.items() if k in known})
+    config = TrainConfig.from_saved(json.loads((path / "config.json").read_text()))
     config = dataclasses.replace(config, output=str(path))
     bundles = {p: d for p, d in bundle_dirs(config).items() if (d / "manifest.json").is_file()}
     problem = None if bundles else f"{path}/bundles holds no bundle: run `gamelab-export bundle`"

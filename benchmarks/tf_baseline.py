@@ -44,11 +44,10 @@ class TensorFlowPipeline:
         from gamelab_export.encoders import encoder_spec
 
         manifest = json.loads((bundle_dir / "manifest.json").read_text())
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
         values = manifest["config"]
         if run_dir is not None:
             values = json.loads((run_dir / "config.json").read_text())
-        config = TrainConfig(**{k: v for k, v in values.items() if k in known})
+        config = TrainConfig.from_saved(values)
         if run_dir is not None:
             config = dataclasses.replace(config, output=str(run_dir))
         self.tf = tf

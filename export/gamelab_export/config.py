@@ -111,6 +111,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_saved(cls, values: dict) -> TrainConfig:
+        """A config as ``to_dict`` wrote it (a run's config.json, a manifest's "config"),
+        keys that a later toolchain dropped left out."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -78,11 +78,12 @@ def simplify(model):
 def _bypass_full_slices(graph, shapes: dict[str, tuple]) -> int:
     """Slices of every element: to the end of each axis, or of its known length."""
     outputs = {value.name for value in graph.output}
+    constants = graph_constants(graph)
     bypassed = 0
     for node in list(graph.node):
         if node.op_type != "Slice" or node.output[0] in outputs:
             continue
-        ranges = slice_ranges(node, graph_constants(graph), shapes.get(node.input[0]))
+        ranges = slice_ranges(node, constants, shapes.get(node.input[0]))
         if ranges is not None and all(start == 0 and end is None for start, end in ranges):
             replace_uses(graph, node.output[0], node.input[0])
             graph.node.remove(node)

@@ -153,7 +153,7 @@ def slices_into_split(graph, shapes: dict[str, tuple]) -> int:
             continue
         axis = node_attributes(split).get("axis", 0)
         axis %= len(shape)
-        new_sizes, new_outputs = [], []
+        new_sizes, new_outputs = [], []  # this Split's, with the pieces in place of the cut
         for size, output in zip(sizes.tolist(), split.output, strict=True):
             pieces = _consecutive_pieces(consumers.get(output, []), axis, size, constants, shape)
             if pieces is None or any(piece.output[0] in outputs for piece, _ in pieces):
@@ -165,7 +165,7 @@ def slices_into_split(graph, shapes: dict[str, tuple]) -> int:
                 new_outputs.append(piece.output[0])
                 graph.node.remove(piece)
                 folded += 1
-        if folded:
+        if new_outputs != list(split.output):
             name = f"{split.output[0]}/sizes"
             graph.initializer.append(numpy_helper.from_array(np.array(new_sizes, np.int64), name))
             split.input[1] = name
@@ -200,19 +200,17 @@ def weighted_sums_as_matmuls(graph, shapes: dict[str, tuple]) -> int:
 
     constants = graph_constants(graph)
     producers = graph_producers(graph)
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    readers = graph_consumers(graph)
     rewritten = 0
     for total in list(graph.node):
-        if total.op_type != "ReduceSum" or _keeps_dims(total) or len(total.input) != 2:
+        keeps_dims = node_attributes(total).get("keepdims", 1)
+        if total.op_type != "ReduceSum" or keeps_dims or len(total.input) != 2:
             continue
         product = producers.get(total.input[0])
         axes = constants.get(total.input[1])
         if product is None or product.op_type != "Mul" or axes is None or list(axes) != [1]:
             continue
-        if uses.get(product.output[0]) != 1:
+        if len(readers.get(product.output[0], [])) != 1:
             continue
         weights, values = (producers.get(name) for name in product.input)
         if values is not None and values.op_type == "Unsqueeze":
@@ -225,7 +223,7 @@ def weighted_sums_as_matmuls(graph, shapes: dict[str, tuple]) -> int:
             continue
         if len(shapes.get(weights.input[0], ())) != 2 or len(shapes.get(other, ())) != 3:
             continue
-        if uses.get(weights.output[0]) != 1:
+        if len(readers.get(weights.output[0], [])) != 1:
             continue
         axis_one = f"{total.name}/axis1"
         graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), axis_one))
@@ -237,9 +235,3 @@ def weighted_sums_as_matmuls(graph, shapes: dict[str, tuple]) -> int:
         del total.attribute[:]
         rewritten += 1
     return rewritten
-
-
-def _keeps_dims(node) -> bool:
-
-    attributes = node_attributes(node)
-    return bool(attributes.get("keepdims", 1))

@@ -84,16 +84,13 @@ def rescore(folder: str | Path) -> list[dict]:
     An upgrade computes the same model with other kernels, so a few captions can change:
     the rows must describe the bundle as it now is.
     """
-    from dataclasses import fields
-
     from .config import TrainConfig
     from .data import load_dataset
     from .evaluate import evaluate_bundle, ood_name
     from .pipeline import load_split
 
     bundle = load_bundle(folder)
-    known = {field.name for field in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in bundle.manifest["config"].items() if k in known})
+    config = TrainConfig.from_saved(bundle.manifest["config"])
     examples = {"test": lambda: load_split(config, "test")[0]}
     if config.ood_data:
         examples[ood_name(config.ood_data)] = lambda: load_dataset(config.ood_data)[0]

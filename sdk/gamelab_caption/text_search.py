@@ -103,10 +103,6 @@ def _is_genre_banner(text: str) -> bool:
     return any(fuzz.ratio(letters, banner) >= GENRE_MATCH for banner in GENRE_BANNERS)
 
 
-def _names_a_game(word: str, vocabulary: Collection[str]) -> bool:
-    return len(word) >= 3 and word in vocabulary and not _is_boilerplate(word, vocabulary)
-
-
 def _joined(letters: str) -> bool:
     """Whether ``letters`` is two or more boilerplate words run together."""
     ends = {0}  # prefixes of ``letters`` made of whole boilerplate words
@@ -131,16 +127,21 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
     """
     texts = list(texts)
     lines = [title_key(text).split() for text in texts]
-    banners = [_is_genre_banner(text) for text in texts]
-    naming_lines = [
-        not banner and any(_names_a_game(word, vocabulary) for word in words)
-        for words, banner in zip(lines, banners, strict=True)
-    ]
-    for number, banner in enumerate(banners):
-        named_elsewhere = any(naming_lines[:number] + naming_lines[number + 1 :])
-        if banner and not (named_elsewhere and all(w in vocabulary for w in lines[number])):
-            lines[number] = []
     dropped_lines = [[_is_boilerplate(word, vocabulary) for word in words] for words in lines]
+    naming_lines = [
+        any(
+            len(word) >= 3 and word in vocabulary and not drop
+            for word, drop in zip(words, dropped, strict=True)
+        )
+        for words, dropped in zip(lines, dropped_lines, strict=True)
+    ]
+    banners = [_is_genre_banner(text) for text in texts]
+    for number, banner in enumerate(banners):
+        if not banner:
+            continue
+        others = [naming for other, naming in enumerate(naming_lines) if not banners[other]]
+        if not (any(others) and all(word in vocabulary for word in lines[number])):
+            lines[number], dropped_lines[number], naming_lines[number] = [], [], False
     titled_lines = [
         any(not drop and not word.isdigit() for word, drop in zip(words, dropped, strict=True))
         for words, dropped in zip(lines, dropped_lines, strict=True)
@@ -151,10 +152,7 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
         if not titled and _SEQUEL.fullmatch(texts[number].strip()):
             # a sequel number on a line of its own, under the title ("THE HEDGEHOG" / "2")
             titled = any(titled_lines)  # this line is not: another one holds the title
-        naming = any(
-            len(word) >= 3 and word in vocabulary and not drop
-            for word, drop in zip(words, dropped, strict=True)
-        )
+        naming = naming_lines[number]
         for word, drop in zip(words, dropped, strict=True):
             if word.isdigit():  # "2 PLAYERS", "PUSH 1": a number alone with boilerplate
                 drop = drop or not titled
@@ -214,7 +212,6 @@ class TitleMatcher:
         self._words: dict[str, int] = {}  # every word of every key -> its number
         self._key_words: list[list[int]] = []
         self._arrays = None  # numpy views of the keys, made on first match
-        self._longest: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -259,7 +256,6 @@ class TitleMatcher:
         self._sources.append(source)
         self._key_words.append([self._words.setdefault(w, len(self._words)) for w in key.split()])
         self._arrays = None
-        self._longest = None
 
     def clean(self, texts: Iterable[str]) -> str:
         """``clean_read`` keeping the words of the names added so far."""
@@ -279,14 +275,16 @@ class TitleMatcher:
             totals = np.add.reduceat(lengths, starts)  # (K,) letters of each key that count
             numbers = self._numbers
             joined = [key.replace(" ", "") for key in self._keys]
-            self._arrays = (words, lengths, starts, totals, numbers, joined, list(self._words))
+            longest = np.array([max(map(len, key.split())) for key in self._keys])  # (K,)
+            vocabulary = list(self._words)
+            self._arrays = (words, lengths, starts, totals, numbers, joined, longest, vocabulary)
         return self._arrays
 
     def _scores(self, read: str) -> np.ndarray:
         """(K,) similarity of every key to a cleaned read."""
         from rapidfuzz import fuzz, process
 
-        words, lengths, starts, totals, numbers, joined, vocabulary = self._prepare()
+        words, lengths, starts, totals, numbers, joined, longest, vocabulary = self._prepare()
         read_words = read.split()
         read_letters = np.array([len(word) for word in read_words], np.float64)  # (R,)
         ratios = process.cdist(vocabulary, read_words, scorer=fuzz.ratio)  # (W, R)
@@ -298,7 +296,7 @@ class TitleMatcher:
         # one read word spelling a key of several words without their spaces
         per_word = process.cdist(read_words, joined, scorer=fuzz.ratio) / 100  # (R, K)
         nearest = per_word.argmax(axis=0)  # (K,) the read word nearest each key
-        run_together = read_letters[nearest] >= self._longest_word() + RUN_TOGETHER  # (K,)
+        run_together = read_letters[nearest] >= longest + RUN_TOGETHER  # (K,)
         word_together = np.where(run_together, per_word.max(axis=0), 0.0)
         word_together[word_together < WORD_TOGETHER] = 0.0
         scores = np.maximum(np.maximum(covered, together), word_together)  # (K,)
@@ -330,12 +328,6 @@ class TitleMatcher:
                     if row is not None:
                         inside[row, column] = True
         return inside
-
-    def _longest_word(self) -> np.ndarray:
-        """(K,) letters of each key's longest word."""
-        if self._longest is None:
-            self._longest = np.array([max(map(len, key.split())) for key in self._keys])
-        return self._longest
 
     def match(
         self, read: str, limit: int = 50, min_score: float = MIN_SCORE

@@ -1,6 +1,6 @@
 import pytest
 
-from gamelab_export.config import load_config
+from gamelab_export.config import TrainConfig, load_config
 
 
 def test_overrides_take_the_declared_types(tmp_path):
@@ -34,3 +34,9 @@ def test_each_ensemble_member_has_its_own_seed_and_width():
     assert load_config(None, ["--decoders=2", "--units=384"]).member(1).units == 384
     with pytest.raises(IndexError):
         config.member(3)
+
+
+def test_a_saved_config_reads_back_without_the_keys_a_later_toolchain_dropped():
+    saved = {**load_config(None, ["--units=128"]).to_dict(), "dropped_setting": 3}
+    config = TrainConfig.from_saved(saved)
+    assert config == load_config(None, ["--units=128"])
