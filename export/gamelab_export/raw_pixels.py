@@ -19,6 +19,8 @@ import numpy as np
 
 from gamelab_caption.preprocessing import ImageSpec, to_pixels
 
+from .onnx_graph import graph_constants, graph_consumers
+
 logger = logging.getLogger(__name__)
 
 _LAYOUT_OPS = ("Transpose",)  # may stand between the input and its QuantizeLinear
@@ -63,14 +65,10 @@ def _without_input_quantisation(model, spec: ImageSpec):
     """A copy of ``model`` taking uint8 ``image``, or None where that would not be exact: the
     input must reach one QuantizeLinear, through at most one layout op, and nothing else."""
     import onnx
-    from onnx import numpy_helper
 
     graph = model.graph
     name = graph.input[0].name
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for tensor in node.input:
-            readers.setdefault(tensor, []).append(node)
+    readers = graph_consumers(graph)
     if len(readers.get(name, [])) != 1:
         return None
     first = quantise = readers[name][0]
@@ -79,10 +77,10 @@ def _without_input_quantisation(model, spec: ImageSpec):
         quantise = after[0] if len(after) == 1 else first
     if quantise.op_type != "QuantizeLinear":
         return None
-    constants = {tensor.name: tensor for tensor in graph.initializer}
+    constants = graph_constants(graph)
     if any(parameter not in constants for parameter in quantise.input[1:3]):
         return None
-    scale, zero_point = (numpy_helper.to_array(constants[p]) for p in quantise.input[1:3])
+    scale, zero_point = (constants[parameter] for parameter in quantise.input[1:3])
     if (
         scale.size != 1
         or zero_point.dtype != np.uint8

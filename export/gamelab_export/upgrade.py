@@ -25,6 +25,7 @@ from gamelab_caption.bundle import DECODER_INIT, DECODER_STEP, ENCODER, load_bun
 from gamelab_caption.version import __version__
 
 from .graph_cleanup import simplify
+from .onnx_graph import node_attributes
 from .quantize import NBITS_MIN_COLUMNS, QUANTIZATION
 from .raw_pixels import take_raw_pixels
 
@@ -134,7 +135,7 @@ def _narrow_nbits_as_float(model):
     graph = rewritten.graph
     weights = {tensor.name: tensor for tensor in graph.initializer}
     for index, node in enumerate(list(graph.node)):
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attributes = node_attributes(node)
         if node.op_type != "MatMulNBits" or len(node.input) != 3 or attributes["bits"] != 4:
             continue
         columns, depth, block = attributes["N"], attributes["K"], attributes["block_size"]
