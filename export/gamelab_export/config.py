@@ -9,6 +9,8 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from gamelab_caption.vocabulary import REPEATABLE_WORDS
+
 from .quantize import DECODER_WEIGHTS
 
 
@@ -60,6 +62,10 @@ class TrainConfig:
     eval_beam_sizes: str = "1,3,5"  # decodings in the evaluation table (1 = greedy)
     length_penalty: float = 0.7  # score = log_prob / length ** length_penalty, until tuned
     tune_length_penalties: str = "0,0.25,0.4,0.5,0.6,0.75,1,1.5"  # tried on dev by `tune`
+    # log-prob off a word a caption already has ("a dog playing with a dog"), until tuned
+    repeat_penalty: float = 0.0
+    tune_repeat_penalties: str = "0,0.5,1,1.5,2,3"  # tried on dev by `tune`, after the length
+    repeatable_words: str = ",".join(REPEATABLE_WORDS)  # spared by the repeat penalty
     calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
     int8_format: str = "qoperator"  # or "qdq"; QOperator measured faster on this encoder
     decoder_weights: str = "int4"  # 4-bit MatMul weights, or "int8" (dynamic); see quantize.py

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,9 +102,13 @@ def caption_with_tensorflow(
     max_words: int,
     length_penalty: float,
     batch_size: int = 100,
+    repeat_penalty: float = 0.0,
+    repeatable_words: Sequence[str] = (),
 ) -> list[str]:
     """The trained Keras decoder under the SDK's own beam search (one decoding code path)."""
     import tensorflow as tf
+
+    repeatable_ids = vocabulary.known_ids(repeatable_words)
 
     step_function = tf.function(decoder.step, reduce_retracing=True, autograph=False)
     captions = []
@@ -126,6 +131,8 @@ def caption_with_tensorflow(
             max_length=max_words + 1,
             length_penalty=length_penalty,
             suppress_ids=vocabulary.never_generated,
+            repeat_penalty=repeat_penalty,
+            repeatable_ids=repeatable_ids,
         )
         captions.extend(vocabulary.decode(h[0].tokens) if h else "" for h in results)
     return captions
@@ -139,12 +146,21 @@ def evaluate_tensorflow(
     max_words: int,
     length_penalty: float,
     beam_sizes=BEAM_SIZES,
+    repeat_penalty: float = 0.0,
+    repeatable_words: Sequence[str] = (),
 ) -> list[dict]:
     rows = []
     for beam_size in beam_sizes:
         started = time.time()
         captions = caption_with_tensorflow(
-            decoder, features, vocabulary, beam_size, max_words, length_penalty
+            decoder,
+            features,
+            vocabulary,
+            beam_size,
+            max_words,
+            length_penalty,
+            repeat_penalty=repeat_penalty,
+            repeatable_words=repeatable_words,
         )
         rows.append(_row("TensorFlow FP32", beam_size, examples, captions, time.time() - started))
     return rows
@@ -161,29 +177,48 @@ def write_report(rows: list[dict], folder: str | Path) -> tuple[Path, Path]:
     return json_path, markdown_path
 
 
-def tune_length_penalty(
+def tune_decoding(
     bundle: str | Path,
     examples: list[Example],
-    values: tuple[float, ...],
+    length_penalties: tuple[float, ...],
+    repeat_penalties: tuple[float, ...],
     beam_size: int,
     max_length: int | None = None,
 ) -> dict:
-    """Pick the beam-search length penalty with the best BLEU-4 on ``examples`` (the dev split).
+    """Pick the beam search's length penalty, then at that its repeat penalty, each with the
+    best BLEU-4 on ``examples`` (the dev split); ties go to the smaller value.
 
     Returns:
-        {"length_penalty": best value, "dev_bleu4": {value: BLEU-4, ...}, "beam_size": ...}
+        {"length_penalty": best, "dev_bleu4": {value: BLEU-4}, "repeat_penalty": best,
+        "dev_bleu4_repeat": {value: BLEU-4}, "beam_size": ...}
     """
     from .train import dev_bleu4
 
     captioner = Captioner(bundle)
     paths = [e.path for e in examples]
     references = [e.captions for e in examples]
-    scores = {}
-    for value in values:
-        results = captioner.caption_batch(
-            paths, beam_size=beam_size, max_length=max_length, length_penalty=value
-        )
-        scores[value] = round(dev_bleu4([r.text for r in results], references), 2)
-        logger.info("length_penalty %.2f: dev BLEU-4 %.2f", value, scores[value])
-    best = max(scores, key=lambda value: (scores[value], -value))
-    return {"length_penalty": best, "dev_bleu4": scores, "beam_size": beam_size}
+
+    def best_of(name: str, values: tuple[float, ...], known=None, **fixed) -> tuple[float, dict]:
+        scores = {}
+        for value in values:
+            if known and value in known:  # decoded already
+                scores[value] = known[value]
+                continue
+            results = captioner.caption_batch(
+                paths, beam_size=beam_size, max_length=max_length, **fixed, **{name: value}
+            )
+            scores[value] = round(dev_bleu4([r.text for r in results], references), 2)
+            logger.info("%s %.2f: dev BLEU-4 %.2f", name, value, scores[value])
+        return max(scores, key=lambda value: (scores[value], -value)), scores
+
+    length, length_scores = best_of("length_penalty", length_penalties, repeat_penalty=0.0)
+    repeat, repeat_scores = best_of(
+        "repeat_penalty", repeat_penalties, {0.0: length_scores[length]}, length_penalty=length
+    )
+    return {
+        "length_penalty": length,
+        "dev_bleu4": length_scores,
+        "repeat_penalty": repeat,
+        "dev_bleu4_repeat": repeat_scores,
+        "beam_size": beam_size,
+    }

@@ -289,11 +289,7 @@ def _manifest(
         "graphs": dict(GRAPH_FILES),
         "vocabulary": "vocab.json",
         "special_tokens": list(SPECIAL_TOKENS),
-        "decoding": {
-            "max_length": config.max_words,
-            "length_penalty": _length_penalty(config),
-            "beam_size": config.beam_size,
-        },
+        "decoding": _decoding(config),
         "provenance": provenance,
         "config": config.to_dict(),
         "metrics": metrics or [],
@@ -325,30 +321,41 @@ def bundle(config: TrainConfig, force: bool = False, metrics: list[dict] | None 
         logger.info("bundle: wrote %s", folder)
 
 
-def _length_penalty(config: TrainConfig) -> float:
-    """The dev-tuned value once ``tune`` ran, else the configured one."""
-    tuned = config.run_dir / "eval" / "tune.json"
-    if tuned.exists():
-        return json.loads(tuned.read_text())["length_penalty"]
-    return config.length_penalty
+def _decoding(config: TrainConfig) -> dict:
+    """The manifest's decoding settings: the penalties tuned on dev once ``tune`` ran (each
+    that it tuned: a run tuned before the repeat penalty existed keeps the configured one),
+    else the configured ones."""
+    tuned_path = config.run_dir / "eval" / "tune.json"
+    tuned = json.loads(tuned_path.read_text()) if tuned_path.exists() else {}
+    return {
+        "max_length": config.max_words,
+        "length_penalty": tuned.get("length_penalty", config.length_penalty),
+        "beam_size": config.beam_size,
+        "repeat_penalty": tuned.get("repeat_penalty", config.repeat_penalty),
+        "repeatable_words": config.repeatable_words.split(","),
+    }
 
 
 def tune(config: TrainConfig, force: bool = False) -> dict:
-    """Choose the length penalty on the dev split (INT8 bundle, beam ``beam_size``)."""
-    from .evaluate import tune_length_penalty
+    """Choose the length and repeat penalties on the dev split (INT8 bundle, beam
+    ``beam_size``)."""
+    from .evaluate import tune_decoding
 
     target = config.run_dir / "eval" / "tune.json"
     if target.exists() and not force:
         logger.info("tune: %s exists, skipping", target)
         return json.loads(target.read_text())
-    values = tuple(float(v) for v in config.tune_length_penalties.split(","))
     dev_examples, _ = load_split(config, "dev")
-    result = tune_length_penalty(
-        bundle_dirs(config)["int8"], dev_examples, values, config.beam_size
+    result = tune_decoding(
+        bundle_dirs(config)["int8"],
+        dev_examples,
+        tuple(float(v) for v in config.tune_length_penalties.split(",")),
+        tuple(float(v) for v in config.tune_repeat_penalties.split(",")),
+        config.beam_size,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=1) + "\n")
-    bundle(config, force=True)  # the chosen penalty goes into both manifests
+    bundle(config, force=True)  # the chosen penalties go into both manifests
     return result
 
 
@@ -362,14 +369,17 @@ def evaluate(config: TrainConfig, force: bool = False, progress: bool = True) ->
     beam_sizes = tuple(int(size) for size in config.eval_beam_sizes.split(","))
     test_examples, test_features = features(config, progress=progress)["test"]
     vocabulary = Vocabulary.load(config.run_dir / "vocab.json")
+    decoding = _decoding(config)
     rows = evaluate_tensorflow(
         _trained_decoder(config),
         test_features.features,
         vocabulary,
         test_examples,
         config.max_words,
-        _length_penalty(config),
+        decoding["length_penalty"],
         beam_sizes,
+        repeat_penalty=decoding["repeat_penalty"],
+        repeatable_words=decoding["repeatable_words"],
     )
     for precision, folder in bundle_dirs(config).items():
         rows += evaluate_bundle(folder, f"ONNX {precision.upper()}", test_examples, beam_sizes)

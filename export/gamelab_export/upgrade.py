@@ -8,6 +8,9 @@ that needs neither retraining nor the float weights: the same model, computed fa
   become float again, as ``quantize_decoder`` now keeps them: the 4-bit values themselves,
   dequantised, so only the kernel's on-the-fly INT8 activations go.
 
+With ``--tune-repeat-penalty`` (the dev split its config names, once): the beam search's repeat
+penalty, chosen on dev as ``tune`` chooses it, at the bundle's length penalty.
+
 The manifest keeps the replaced encoder's sha256 (``encoder.same_outputs_as``) and lists the
 changes under ``provenance.upgrades``. Usage: ``python -m gamelab_export.upgrade BUNDLE...``.
 """
@@ -66,16 +69,55 @@ def upgrade_bundle(folder: str | Path) -> list[str]:
             )
     if changes:
         manifest["quantization"] = QUANTIZATION["int4"]
-        upgrades = manifest["provenance"].setdefault("upgrades", [])
-        upgrades.append(
-            {
-                "toolchain": f"gamelab-caption-sdk {__version__}",
-                "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "changes": changes,
-            }
-        )
+        _record(manifest, changes)
         write_manifest(bundle.path, manifest)
     return changes
+
+
+def tune_repeat_penalty(folder: str | Path) -> list[str]:
+    """Give a bundle made before the repeat penalty one, chosen on the dev split its config
+    names (``tune``'s values and rule, at the bundle's own length penalty).
+
+    Returns:
+        What changed, one line; empty when the manifest already has a repeat penalty.
+    """
+    from .config import TrainConfig
+    from .evaluate import tune_decoding
+    from .pipeline import load_split
+
+    bundle = load_bundle(folder)
+    if "repeat_penalty" in bundle.manifest["decoding"]:
+        return []
+    config = TrainConfig.from_saved(bundle.manifest["config"])
+    manifest = _editable(bundle.manifest)
+    decoding = manifest["decoding"]
+    decoding["repeat_penalty"] = 0.0  # the words it spares must be known while it is tuned
+    decoding["repeatable_words"] = config.repeatable_words.split(",")
+    write_manifest(bundle.path, manifest)
+    result = tune_decoding(
+        bundle.path,
+        load_split(config, "dev")[0],
+        (bundle.length_penalty,),
+        tuple(float(v) for v in config.tune_repeat_penalties.split(",")),
+        int(decoding.get("beam_size", config.beam_size)),
+    )
+    decoding["repeat_penalty"] = result["repeat_penalty"]
+    scores = ", ".join(f"{k:g}: {v:.2f}" for k, v in result["dev_bleu4_repeat"].items())
+    changes = [f"decoding: repeat penalty {result['repeat_penalty']:g} (dev BLEU-4 {scores})"]
+    _record(manifest, changes)
+    write_manifest(bundle.path, manifest)
+    return changes
+
+
+def _record(manifest: dict, changes: list[str]) -> None:
+    """List ``changes`` under the manifest's ``provenance.upgrades``."""
+    manifest["provenance"].setdefault("upgrades", []).append(
+        {
+            "toolchain": f"gamelab-caption-sdk {__version__}",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "changes": changes,
+        }
+    )
 
 
 def rescore(folder: str | Path) -> list[dict]:
@@ -170,10 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="score the quantised rows of the manifest again on the data its config names",
     )
+    parser.add_argument(
+        "--tune-repeat-penalty",
+        action="store_true",
+        help="choose a repeat penalty on the dev split its config names, if it has none",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     for folder in args.bundles:
         done = upgrade_bundle(folder)
+        if args.tune_repeat_penalty:
+            done += tune_repeat_penalty(folder)
         print(folder, *(done or ["already up to date"]), sep="\n  ")
         if done and args.rescore:
             for row in rescore(folder):

@@ -31,7 +31,8 @@ class Hypothesis:
     Attributes:
         tokens: word ids, without ``<start>`` and ``<end>``.
         score: log-probability divided by ``length ** length_penalty``.
-        log_prob: total log-probability, ``<end>`` included when finished.
+        log_prob: total log-probability, ``<end>`` included when finished, less the repeat
+            penalty of each repeated word.
         finished: whether the sequence ended with ``<end>`` before ``max_length``.
         attention: (steps, L) attention weights per generated token, when kept.
     """
@@ -102,6 +103,8 @@ def beam_search(
     keep_attention: bool = False,
     suppress_ids: tuple[int, ...] = (),
     early_stopping: bool = True,
+    repeat_penalty: float = 0.0,
+    repeatable_ids: frozenset[int] = frozenset(),
 ) -> list[list[Hypothesis]]:
     """Decode every image of a batch.
 
@@ -122,6 +125,9 @@ def beam_search(
             (``_best_reachable``, HF's ``early_stopping="never"``): the best K under the
             score, since with a length penalty a longer caption can overtake K short ones
             that finished first.
+        repeat_penalty: subtracted from the log-prob of a word the beam has already
+            generated, unless it is in ``repeatable_ids`` (function words: "a", "in"), so that
+            "a brown dog is playing with a brown dog" gives way to "... with a ball". 0: off.
 
     Returns:
         For each image, its hypotheses best first: the (at most K) best finished ones, or,
@@ -146,18 +152,26 @@ def beam_search(
     log_probs = np.full((batch, k), -np.inf)  # (A, K); only beam 0 is live at the start
     log_probs[:, 0] = 0.0
     attention_history: np.ndarray | None = None  # (A, K, t, L)
-    mask = None  # (V,) 0, or -inf where a word is suppressed
+    # (R, V) added to each row's log-probs: -inf where a word is suppressed, -repeat_penalty
+    # where the row's beam already has it; gathered with the beams, so no step rebuilds it
+    offsets = None
 
     for t in range(max_length):
         last = [beam[-1] if beam else start_id for beams in tokens for beam in beams]
         image_rows = np.repeat(np.asarray(active), k)  # (R,)
-        step_log_probs, hidden, attention = step(np.asarray(last, np.int64), hidden, image_rows)
+        last_ids = np.asarray(last, np.int64)
+        step_log_probs, hidden, attention = step(last_ids, hidden, image_rows)
         vocab = step_log_probs.shape[1]
-        if suppress_ids and mask is None:
-            mask = np.zeros(vocab, step_log_probs.dtype)
-            mask[list(suppress_ids)] = -np.inf
-        if mask is not None:
-            step_log_probs = step_log_probs + mask  # ONNX Runtime's output may be read-only
+        if offsets is None and (suppress_ids or repeat_penalty):
+            offsets = np.zeros(step_log_probs.shape, step_log_probs.dtype)
+            offsets[:, list(suppress_ids)] = -np.inf
+            word_offsets = offsets[0].copy()  # (V,) what a word once generated costs then on
+            word_offsets[word_offsets == 0] = -repeat_penalty
+            word_offsets[list(repeatable_ids)] = 0.0
+        elif repeat_penalty:  # each row's newest word
+            offsets[np.arange(len(last)), last_ids] = word_offsets[last_ids]
+        if offsets is not None:
+            step_log_probs = step_log_probs + offsets  # ONNX Runtime's output may be read-only
         candidates = log_probs[:, :, None] + step_log_probs.reshape(len(active), k, vocab)
         flat = candidates.reshape(len(active), k * vocab)  # (A, K*V)
         # Best 2K per image: enough that K survive even if K of them end here.
@@ -225,6 +239,8 @@ def beam_search(
             break
         rows = np.asarray(new_rows)  # (R',) rows of the previous step each beam extends
         hidden = hidden[rows]
+        if offsets is not None:
+            offsets = offsets[rows]
         tokens = new_tokens
         log_probs = np.asarray(new_log_probs, dtype=np.float64)
         if attention_history is not None:

@@ -7,6 +7,7 @@ the weights came from, how well the model scored, and the sha256 of every file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .errors import BundleError
 from .preprocessing import ImageSpec
-from .vocabulary import Vocabulary
+from .vocabulary import REPEATABLE_WORDS, Vocabulary
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -91,6 +92,19 @@ class Bundle:
         return float(self.manifest["decoding"].get("length_penalty", 0.0))
 
     @property
+    def repeat_penalty(self) -> float:
+        """Log-prob taken off a word a caption already has (0 in bundles made before it)."""
+        return float(self.manifest["decoding"].get("repeat_penalty", 0.0))
+
+    @functools.cached_property
+    def repeatable_ids(self) -> frozenset[int]:
+        """Ids of the words a caption may repeat freely ("a", "in"): the manifest's
+        ``decoding.repeatable_words``, else ``REPEATABLE_WORDS``; words the vocabulary lacks
+        are ignored."""
+        words = self.manifest["decoding"].get("repeatable_words", REPEATABLE_WORDS)
+        return self.vocabulary.known_ids(words)
+
+    @property
     def encoder_id(self) -> str:
         """The sha256 that names what the encoder computes: its graph's, or that of an earlier
         graph it reproduces bit for bit (``encoder.same_outputs_as``: the same graph taking
@@ -151,11 +165,21 @@ def load_bundle(model: str | os.PathLike = DEFAULT_MODEL, *, verify: bool = True
         image_spec = ImageSpec.from_dict(manifest["encoder"]["image"])
         grid_h, grid_w = (int(n) for n in manifest["encoder"]["grid"])
         int(manifest["decoding"]["max_length"])
+        _check_repeats(manifest["decoding"])
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as error:
         raise BundleError(
-            f"Bundle {path} has a bad vocabulary, image spec, grid or max_length: {error!r}"
+            f"Bundle {path} has a bad vocabulary, image spec, grid or decoding: {error!r}"
         ) from None
     return Bundle(path=path, manifest=manifest, image_spec=image_spec, vocabulary=vocabulary)
+
+
+def _check_repeats(decoding: dict) -> None:
+    penalty = float(decoding.get("repeat_penalty", 0.0))
+    if not 0 <= penalty < float("inf"):
+        raise ValueError(f"repeat_penalty must be a finite number >= 0, got {penalty}")
+    words = decoding.get("repeatable_words", [])
+    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+        raise ValueError(f"repeatable_words must be a list of words, got {words!r}")
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> Path:

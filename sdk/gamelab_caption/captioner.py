@@ -58,10 +58,13 @@ class DecodeOptions:
         early_stopping: stop an image once ``beam_size`` captions have finished (default;
             what the bundles' length penalties were tuned with); False searches on while a
             live beam could still win after length normalisation (see ``beam_search``).
+        repeat_penalty: log-prob taken off a word the caption already has, but for the
+            bundle's repeatable words ("a", "in"): "a woman and a woman" gives way to "a man
+            and a woman"; 0 turns it off; None: the bundle's (tuned on the dev split).
 
     Raises:
-        ValueError: ``beam_size`` or ``max_length`` is below 1, or ``length_penalty`` is
-            not a finite number.
+        ValueError: ``beam_size`` or ``max_length`` is below 1, ``length_penalty`` is not a
+            finite number or ``repeat_penalty`` not a finite number >= 0.
     """
 
     beam_size: int = 3
@@ -69,6 +72,7 @@ class DecodeOptions:
     length_penalty: float | None = None
     return_attention: bool = False
     early_stopping: bool = True
+    repeat_penalty: float | None = None
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -77,6 +81,10 @@ class DecodeOptions:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
         if self.length_penalty is not None and not math.isfinite(self.length_penalty):
             raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
+        if self.repeat_penalty is not None and not 0 <= self.repeat_penalty < math.inf:
+            raise ValueError(
+                f"repeat_penalty must be a finite number >= 0, got {self.repeat_penalty}"
+            )
 
     def with_defaults(self, bundle: Bundle) -> DecodeOptions:
         """These options, with the bundle's values where they are None."""
@@ -86,6 +94,9 @@ class DecodeOptions:
             length_penalty=bundle.length_penalty
             if self.length_penalty is None
             else self.length_penalty,
+            repeat_penalty=bundle.repeat_penalty
+            if self.repeat_penalty is None
+            else self.repeat_penalty,
         )
 
 
@@ -219,6 +230,7 @@ class Captioner:
         return_attention: bool = False,
         length_penalty: float | None = None,
         early_stopping: bool = True,
+        repeat_penalty: float | None = None,
     ) -> CaptionResult:
         """Caption one image.
 
@@ -229,14 +241,14 @@ class Captioner:
             return_attention: fill ``result.attention`` with (steps, grid_h, grid_w) weights.
             length_penalty: alpha in ``score = log_prob / length ** alpha``; default from the
                 bundle (tuned on the dev split); 0 ranks by log-probability alone.
-            early_stopping: see ``DecodeOptions``.
+            early_stopping, repeat_penalty: see ``DecodeOptions``.
 
         Raises:
             ImageError: the image is unusable.
             ValueError: an option is out of range (see ``DecodeOptions``).
         """
         options = self._options(
-            beam_size, max_length, length_penalty, return_attention, early_stopping
+            beam_size, max_length, length_penalty, return_attention, early_stopping, repeat_penalty
         )
         pixels = preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels)
         return self._caption_pixels(pixels[None], options)[0]
@@ -250,6 +262,7 @@ class Captioner:
         return_attention: bool = False,
         length_penalty: float | None = None,
         early_stopping: bool = True,
+        repeat_penalty: float | None = None,
         strict: bool = False,
         return_embedding: bool = False,
     ) -> list[CaptionResult]:
@@ -265,7 +278,7 @@ class Captioner:
             ValueError: an option is out of range (see ``DecodeOptions``), even for no images.
         """
         options = self._options(
-            beam_size, max_length, length_penalty, return_attention, early_stopping
+            beam_size, max_length, length_penalty, return_attention, early_stopping, repeat_penalty
         )
         results: list[CaptionResult] = []
         for start in range(0, len(images), BATCH_SIZE):
@@ -273,7 +286,15 @@ class Captioner:
             results += self._caption_chunk(chunk, options, strict, return_embedding)
         return results
 
-    def _options(self, beam_size, max_length, length_penalty, return_attention, early_stopping):
+    def _options(
+        self,
+        beam_size,
+        max_length,
+        length_penalty,
+        return_attention,
+        early_stopping,
+        repeat_penalty,
+    ):
         """The call's options, checked, with the bundle's values where they are None."""
         return DecodeOptions(
             beam_size=beam_size,
@@ -281,6 +302,7 @@ class Captioner:
             length_penalty=length_penalty,
             return_attention=return_attention,
             early_stopping=early_stopping,
+            repeat_penalty=repeat_penalty,
         ).with_defaults(self.bundle)
 
     def _caption_chunk(
@@ -346,6 +368,8 @@ class Captioner:
             suppress_ids=vocabulary.never_generated,
             keep_attention=options.return_attention,
             early_stopping=options.early_stopping,
+            repeat_penalty=options.repeat_penalty,
+            repeatable_ids=self.bundle.repeatable_ids,
         )
         results = [self._to_result(h, options.return_attention) for h in hypotheses]
         if return_embedding:

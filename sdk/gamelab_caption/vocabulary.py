@@ -10,6 +10,9 @@ from pathlib import Path
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)  # PAD is id 0: masked out of the loss
+# Words a caption may say twice without the beam search's repeat penalty ("a man in a red
+# shirt"): a bundle lists its own in its manifest; older bundles get these.
+REPEATABLE_WORDS = tuple("a an the in of on and with is are his her their its to at".split())
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -68,6 +71,10 @@ class Vocabulary:
         if max_length is not None:
             ids = ids[:max_length]
         return [self.start_id, *ids, self.end_id]
+
+    def known_ids(self, words: Iterable[str]) -> frozenset[int]:
+        """The ids of those of ``words`` the vocabulary has."""
+        return frozenset(self._ids[word] for word in words if word in self._ids)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids to text, stopping at ``<end>``; ``<start>`` and ``<pad>`` are skipped."""

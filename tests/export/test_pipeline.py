@@ -130,6 +130,14 @@ def test_all_stages_leave_their_outputs(run):
     assert ood[0]["data"] == os.path.basename(os.path.dirname(run.ood_data))
     manifest = load_bundle(pipeline.bundle_dirs(run)["int8"]).manifest
     assert manifest["metrics"] == rows
+    # both penalties as `tune` chose them on dev, and the words a caption may repeat
+    tuned = json.loads((folder / "eval" / "tune.json").read_text())
+    decoding = manifest["decoding"]
+    assert decoding["length_penalty"] == tuned["length_penalty"]
+    assert decoding["repeat_penalty"] == tuned["repeat_penalty"]
+    tried = {float(value) for value in tuned["dev_bleu4_repeat"]}  # JSON keys are strings
+    assert tried == {float(value) for value in run.tune_repeat_penalties.split(",")}
+    assert decoding["repeatable_words"] == run.repeatable_words.split(",")
     assert manifest["config"]["units"] == 128
     assert manifest["provenance"]["encoder_weights_licence"] == "Apache-2.0"
 
@@ -242,6 +250,26 @@ def test_the_int8_encoder_takes_bytes_and_computes_what_normalised_floats_gave(
     assert upgraded.image_spec.dtype == "uint8"
     assert upgraded.encoder_id == old_id != upgraded.manifest["files"]["encoder.onnx"]
     assert upgrade_bundle(old) == []  # already up to date
+
+
+def test_a_bundle_made_before_the_repeat_penalty_gets_one_tuned_on_dev(run, tmp_path):
+    from gamelab_export.upgrade import tune_repeat_penalty
+
+    old = shutil.copytree(pipeline.bundle_dirs(run)["int8"], tmp_path / "old")
+    manifest = load_bundle(old).manifest
+    for key in ("repeat_penalty", "repeatable_words"):
+        del manifest["decoding"][key]
+    write_manifest(old, {k: v for k, v in manifest.items() if k != "files"})
+    assert load_bundle(old).repeat_penalty == 0.0  # what such a bundle decodes with
+    [change] = tune_repeat_penalty(old)
+    assert change.startswith("decoding: repeat penalty ")
+    upgraded = load_bundle(old)
+    decoding = upgraded.manifest["decoding"]
+    assert decoding["repeat_penalty"] in {float(v) for v in run.tune_repeat_penalties.split(",")}
+    assert decoding["repeatable_words"] == run.repeatable_words.split(",")
+    assert decoding["length_penalty"] == manifest["decoding"]["length_penalty"]
+    assert upgraded.manifest["provenance"]["upgrades"][-1]["changes"] == [change]
+    assert tune_repeat_penalty(old) == []  # it has one now
 
 
 @pytest.mark.parametrize("weights", ["int4", "int8"])

@@ -56,8 +56,15 @@ def _search(step, images: int = 1, **options):
     return beam_search(step, hidden, start_id=START, end_id=END, **options)
 
 
-def _exhaustive(table: np.ndarray, max_length: int, length_penalty: float):
-    """Every finished caption of at most max_length tokens (<end> included), best first."""
+def _exhaustive(
+    table: np.ndarray,
+    max_length: int,
+    length_penalty: float,
+    repeat_penalty: float = 0.0,
+    repeatable: frozenset[int] = frozenset(),
+):
+    """Every finished caption of at most max_length tokens (<end> included), best first;
+    each word generated again (unless repeatable) costs ``repeat_penalty``."""
     words = [t for t in range(table.shape[-1]) if t != END]
     found = []
     for length in range(max_length):
@@ -66,6 +73,11 @@ def _exhaustive(table: np.ndarray, max_length: int, length_penalty: float):
             log_prob = sum(
                 table[history[i], history[i + 1], history[i + 2]] for i in range(len(history) - 2)
             )
+            repeats = sum(sequence[i] in sequence[:i] for i in range(length))
+            repeats -= sum(
+                sequence[i] in sequence[:i] and sequence[i] in repeatable for i in range(length)
+            )
+            log_prob -= repeat_penalty * repeats
             found.append((sequence, normalise(log_prob, length + 1, length_penalty)))
     return sorted(found, key=lambda item: -item[1])
 
@@ -283,3 +295,55 @@ def test_suppressed_tokens_are_never_generated_even_when_most_likely():
     [[suppressed]] = _search(_first_order_step(table), beam_size=1, max_length=4, suppress_ids=(A,))
     assert plain.tokens == (A,)
     assert suppressed.tokens == (X,)
+
+
+@pytest.mark.parametrize("repeatable", [frozenset(), frozenset({A})])
+@pytest.mark.parametrize(("seed", "length_penalty"), [(0, 0.0), (1, 0.7), (2, 1.0)])
+def test_wide_beam_with_repeat_penalty_returns_exhaustive_ranking(seed, length_penalty, repeatable):
+    tables = _second_order_tables(seed)
+    max_length, words = 4, 4
+    wide = sum(words**n for n in range(max_length + 1))
+    options = {"length_penalty": length_penalty, "repeat_penalty": 1.5}
+    [hypotheses] = _search(
+        _second_order_step(tables),
+        beam_size=wide,
+        max_length=max_length,
+        repeatable_ids=repeatable,
+        **options,
+    )
+    expected = _exhaustive(tables[0], max_length, repeatable=repeatable, **options)
+    assert [h.tokens for h in hypotheses] == [tokens for tokens, _ in expected]
+    assert [h.score for h in hypotheses] == pytest.approx([score for _, score in expected])
+
+
+# Per token (length penalty 1), "A X A" (0.9 * 0.5 * 0.99 * 0.5: -0.375 a token) beats "A"
+# (0.9 * 0.5: -0.399); once saying A again costs 0.5, "A X A" falls to -0.50 and "A" wins.
+REPEATS = _first_order_table(
+    {START: {A: 0.9, Y: 0.1}, A: {END: 0.5, X: 0.5}, X: {A: 0.99, B: 0.01}}, floor=1e-12
+)
+
+
+@pytest.mark.parametrize(
+    ("repeat_penalty", "repeatable", "best"),
+    [
+        (0.0, frozenset(), (A, X, A)),
+        (0.05, frozenset(), (A, X, A)),
+        (0.5, frozenset(), (A,)),
+        (0.5, frozenset({A}), (A, X, A)),
+    ],
+)
+def test_repeat_penalty_gives_way_unless_the_word_is_repeatable(repeat_penalty, repeatable, best):
+    [hypotheses] = _search(
+        _first_order_step(REPEATS),
+        beam_size=3,
+        max_length=4,
+        length_penalty=1.0,
+        early_stopping=False,
+        repeat_penalty=repeat_penalty,
+        repeatable_ids=repeatable,
+    )
+    assert hypotheses[0].tokens == best
+    likelihood = [0.9, 0.5, 0.99, 0.5] if len(best) == 3 else [0.9, 0.5]
+    penalised = len(best) == 3 and A not in repeatable
+    expected = np.log(likelihood).sum() - (repeat_penalty if penalised else 0.0)
+    assert hypotheses[0].log_prob == pytest.approx(expected, abs=1e-6)

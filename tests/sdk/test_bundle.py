@@ -102,6 +102,33 @@ def test_manifest_without_grid_raises_bundle_error(bundle_copy):
         load_bundle(bundle_copy)
 
 
+@pytest.mark.parametrize(
+    ("decoding", "message"),
+    [
+        ({"repeat_penalty": -1}, "repeat_penalty must be a finite number >= 0, got -1.0"),
+        ({"repeat_penalty": "high"}, "could not convert string to float"),
+        ({"repeatable_words": "a,the"}, "repeatable_words must be a list of words"),
+        ({"repeatable_words": ["a", 3]}, "repeatable_words must be a list of words"),
+    ],
+)
+def test_bad_repeat_settings_raise_bundle_error(bundle_copy, decoding, message):
+    _edit_manifest(bundle_copy, lambda m: m["decoding"].update(decoding))
+    with pytest.raises(
+        BundleError, match=f"bad vocabulary, image spec, grid or decoding.*{message}"
+    ):
+        load_bundle(bundle_copy)
+
+
+def test_repeatable_words_the_vocabulary_lacks_are_ignored(bundle_copy):
+    _edit_manifest(
+        bundle_copy,
+        lambda m: m["decoding"].update(repeat_penalty=1.5, repeatable_words=["red", "zebra"]),
+    )
+    bundle = load_bundle(bundle_copy)
+    assert bundle.repeat_penalty == 1.5
+    assert bundle.repeatable_ids == {bundle.vocabulary.encode("red")[1]}
+
+
 def test_garbage_onnx_with_valid_checksum_fails_in_captioner(bundle_copy):
     path = bundle_copy / "encoder.onnx"
     path.write_bytes(b"this is not a protobuf")

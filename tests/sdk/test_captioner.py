@@ -63,6 +63,8 @@ def test_max_length_below_one_is_refused_naming_the_value(captioner, image_files
         ({"beam_size": 0}, "beam_size must be >= 1, got 0"),
         ({"max_length": 0}, "max_length must be >= 1, got 0"),
         ({"length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
+        ({"repeat_penalty": -1.0}, "repeat_penalty must be a finite number >= 0, got -1.0"),
+        ({"repeat_penalty": float("inf")}, "repeat_penalty must be a finite number >= 0, got inf"),
     ],
 )
 def test_bad_decode_options_are_refused_even_for_no_images(captioner, options, message):
@@ -73,10 +75,14 @@ def test_bad_decode_options_are_refused_even_for_no_images(captioner, options, m
 
 
 def test_decode_options_fill_only_their_unset_values_from_the_bundle(captioner):
-    bundle = captioner.bundle  # max_length 5, length_penalty 0.0
+    bundle = captioner.bundle  # max_length 5, length_penalty 0.0, no repeat penalty
     options = DecodeOptions(beam_size=2).with_defaults(bundle)
-    assert options == DecodeOptions(beam_size=2, max_length=5, length_penalty=0.0)
-    chosen = DecodeOptions(max_length=3, length_penalty=0.5, return_attention=True)
+    assert options == DecodeOptions(
+        beam_size=2, max_length=5, length_penalty=0.0, repeat_penalty=0.0
+    )
+    chosen = DecodeOptions(
+        max_length=3, length_penalty=0.5, return_attention=True, repeat_penalty=1.0
+    )
     assert chosen.with_defaults(bundle) == chosen
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.beam_size = 1
