@@ -156,9 +156,11 @@ def beam_search(
     # where the row's beam already has it; gathered with the beams, so no step rebuilds it
     offsets = None
 
+    image_rows = np.repeat(np.arange(batch), k)  # (R,) made again only when an image ends
+    row_index = np.arange(len(image_rows))
+
     for t in range(max_length):
         last = [beam[-1] if beam else start_id for beams in tokens for beam in beams]
-        image_rows = np.repeat(np.asarray(active), k)  # (R,)
         last_ids = np.asarray(last, np.int64)
         step_log_probs, hidden, attention = step(last_ids, hidden, image_rows)
         vocab = step_log_probs.shape[1]
@@ -169,7 +171,7 @@ def beam_search(
             word_offsets[word_offsets == 0] = -repeat_penalty
             word_offsets[list(repeatable_ids)] = 0.0
         elif repeat_penalty:  # each row's newest word
-            offsets[np.arange(len(last)), last_ids] = word_offsets[last_ids]
+            offsets[row_index, last_ids] = word_offsets[last_ids]
         if offsets is not None:
             step_log_probs = step_log_probs + offsets  # ONNX Runtime's output may be read-only
         candidates = log_probs[:, :, None] + step_log_probs.reshape(len(active), k, vocab)
@@ -246,7 +248,10 @@ def beam_search(
         if attention_history is not None:
             attention_history = attention_history.reshape(-1, *attention_history.shape[2:])
             attention_history = attention_history[rows].reshape(len(keep_images), k, t + 1, -1)
-        active = [active[a] for a in keep_images]
+        if len(keep_images) < len(active):
+            active = [active[a] for a in keep_images]
+            image_rows = np.repeat(np.asarray(active), k)
+            row_index = np.arange(len(image_rows))
 
     return [sorted(h, key=lambda h: -h.score) for h in finished]
 
