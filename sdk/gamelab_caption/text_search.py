@@ -193,8 +193,11 @@ class TitleMatcher:
     scaled down, as they appear in any read by chance. READ_WEIGHT of a score is how much of
     the read the key explains, so that of two names a read covers, the one that accounts for
     more of it wins.
-    Names with a subtitle are also known by their main title ("Phantasy Star III"), and
-    hyphenated ones also as one word ("E-SWAT" as "ESWAT", as its logo reads).
+    Names with a subtitle are also known by their main title ("Phantasy Star III") and, when
+    it has two words or more, by the subtitle alone ("The Tears of Opa-Opa" of "Fantasy Zone II
+    - The Tears of Opa-Opa", as a title screen may show it), with its own sequel numbers and
+    compared word by word only: its letters run together matched noise reads; and hyphenated
+    ones also as one word ("E-SWAT" as "ESWAT", as its logo reads).
 
     Args:
         None; fill with ``add``.
@@ -211,6 +214,7 @@ class TitleMatcher:
         self._vocabulary: set[str] = set()  # words of the names
         self._words: dict[str, int] = {}  # every word of every key -> its number
         self._key_words: list[list[int]] = []
+        self._words_only: list[bool] = []  # compared word by word, never as joined letters
         self._arrays = None  # numpy views of the keys, made on first match
 
     def __len__(self) -> int:
@@ -234,20 +238,30 @@ class TitleMatcher:
         numbers = frozenset(_numbers(key))
         self._name_numbers[game] = numbers if known is None else known & numbers
         self._add_key(game, key, text, source, numbers)
-        main = _SUBTITLE.split(text, maxsplit=1)[0]
-        if main != text:  # "Phantasy Star III - Generations of Doom": also "Phantasy Star III"
+        main, *subtitle = _SUBTITLE.split(text, maxsplit=1)
+        if subtitle:  # "Phantasy Star III - Generations of Doom": also "Phantasy Star III"
             # with the whole name's numbers: "Rambo - First Blood Part II" is no "Rambo"
             self._add_key(game, title_key(main), text, source, numbers)
+            alone = title_key(subtitle[0])
+            if len(alone.split()) >= 2:  # "Judgment Day", not "Special"
+                self._add_key(game, alone, text, source, frozenset(_numbers(alone)), True)
         for variant in dict.fromkeys((text, main)):  # "E-SWAT" is read "ESWAT"
             unhyphenated = _HYPHEN.sub("", variant)
             if unhyphenated != variant:
                 self._add_key(game, title_key(unhyphenated), text, source, numbers)
 
     def _add_key(
-        self, game: int, key: str, shown: str, source: str, numbers: frozenset[str] | None = None
+        self,
+        game: int,
+        key: str,
+        shown: str,
+        source: str,
+        numbers: frozenset[str] | None = None,
+        words_only: bool = False,
     ) -> None:
         if len(key.replace(" ", "")) < MIN_READ_CHARS or (game, key) in self._seen:
             return
+        self._words_only.append(words_only)
         self._numbers.append(frozenset(_numbers(key)) if numbers is None else numbers)
         self._seen.add((game, key))
         self._keys.append(key)
@@ -277,14 +291,27 @@ class TitleMatcher:
             joined = [key.replace(" ", "") for key in self._keys]
             longest = np.array([max(map(len, key.split())) for key in self._keys])  # (K,)
             vocabulary = list(self._words)
-            self._arrays = (words, lengths, starts, totals, numbers, joined, longest, vocabulary)
+            words_only = np.array(self._words_only, bool)  # (K,)
+            self._arrays = (
+                words,
+                lengths,
+                starts,
+                totals,
+                numbers,
+                joined,
+                longest,
+                vocabulary,
+                words_only,
+            )
         return self._arrays
 
     def _scores(self, read: str) -> np.ndarray:
         """(K,) similarity of every key to a cleaned read."""
         from rapidfuzz import fuzz, process
 
-        words, lengths, starts, totals, numbers, joined, longest, vocabulary = self._prepare()
+        (words, lengths, starts, totals, numbers, joined, longest, vocabulary, words_only) = (
+            self._prepare()
+        )
         read_words = read.split()
         read_letters = np.array([len(word) for word in read_words], np.float64)  # (R,)
         ratios = process.cdist(vocabulary, read_words, scorer=fuzz.ratio)  # (W, R)
@@ -293,12 +320,13 @@ class TitleMatcher:
         credit = np.where(best >= WORD_MATCH, best, 0.0)[words] * lengths
         covered = np.add.reduceat(credit, starts) / totals  # (K,)
         together = process.cdist([read.replace(" ", "")], joined, scorer=fuzz.ratio)[0] / 100
+        together[words_only] = 0.0
         # one read word spelling a key of several words without their spaces
         per_word = process.cdist(read_words, joined, scorer=fuzz.ratio) / 100  # (R, K)
         nearest = per_word.argmax(axis=0)  # (K,) the read word nearest each key
         run_together = read_letters[nearest] >= longest + RUN_TOGETHER  # (K,)
         word_together = np.where(run_together, per_word.max(axis=0), 0.0)
-        word_together[word_together < WORD_TOGETHER] = 0.0
+        word_together[(word_together < WORD_TOGETHER) | words_only] = 0.0
         scores = np.maximum(np.maximum(covered, together), word_together)  # (K,)
         # and how much of the read each key explains: a read of "ASTERIX GREAT RESCUE" covers
         # "Asterix" whole, but "Asterix and the Great Rescue" explains more of it

@@ -250,6 +250,24 @@ def test_a_franchise_name_before_a_subtitle_keeps_the_games_sequel_number():
     assert _best_game(matcher, ["RAMBO II"]) == 0
 
 
+def test_a_subtitle_read_alone_finds_its_game():
+    # A title screen may show only the subtitle: Fantasy Zone II's reads "TOP 10000" and
+    # "Thetears of OPA-OPA" (a real read), which found "Opa Opa" before the subtitle was a key
+    matcher = _matcher_of(
+        "Fantasy Zone II - The Tears of Opa-Opa (USA, Europe)",
+        "Opa Opa (Japan)",
+        "Terminator 2 - Judgment Day (Europe)",
+        "Dragon - The Bruce Lee Story (Europe)",
+    )
+    assert _best_game(matcher, ["TOP", "10000", "Thetears of OPA-OPA"]) == 0
+    assert _best_game(matcher, ["OPA OPA"]) == 1
+    # with its own sequel numbers: no number in "Judgment Day" to differ from the read's
+    assert _best_game(matcher, ["JUDGMENT DAY"]) == 2
+    # compared word by word only: a noise read whose letters run together resemble
+    # "thebruceleestory" (a real box read, 0.56 that way) matches nothing
+    assert matcher.match(matcher.clean(["XULE", "TEOTOY"])) == {}
+
+
 def test_a_boxs_genre_banner_names_no_game():
     # Sega's boxes carry "SHOOTING", "ACTION" or "ROLE PLAYING" in a corner: read alone on its
     # line (misread too), it must not find "Shooting Gallery" for Laser Ghost's box
