@@ -197,24 +197,27 @@ def tune_decoding(
     captioner = Captioner(bundle)
     paths = [e.path for e in examples]
     references = [e.captions for e in examples]
+    scores: dict[tuple[float, float], float] = {}  # (length, repeat) -> dev BLEU-4
 
-    def best_of(name: str, values: tuple[float, ...], known=None, **fixed) -> tuple[float, dict]:
-        scores = {}
-        for value in values:
-            if known and value in known:  # decoded already
-                scores[value] = known[value]
-                continue
+    def bleu(length: float, repeat: float) -> float:
+        if (length, repeat) not in scores:
             results = captioner.caption_batch(
-                paths, beam_size=beam_size, max_length=max_length, **fixed, **{name: value}
+                paths,
+                beam_size=beam_size,
+                max_length=max_length,
+                length_penalty=length,
+                repeat_penalty=repeat,
             )
-            scores[value] = round(dev_bleu4([r.text for r in results], references), 2)
-            logger.info("%s %.2f: dev BLEU-4 %.2f", name, value, scores[value])
-        return max(scores, key=lambda value: (scores[value], -value)), scores
+            scores[length, repeat] = round(dev_bleu4([r.text for r in results], references), 2)
+            logger.info(
+                "penalties %.2f, %.2f: dev BLEU-4 %.2f", length, repeat, scores[length, repeat]
+            )
+        return scores[length, repeat]
 
-    length, length_scores = best_of("length_penalty", length_penalties, repeat_penalty=0.0)
-    repeat, repeat_scores = best_of(
-        "repeat_penalty", repeat_penalties, {0.0: length_scores[length]}, length_penalty=length
-    )
+    length_scores = {value: bleu(value, 0.0) for value in length_penalties}
+    length = max(length_scores, key=lambda value: (length_scores[value], -value))
+    repeat_scores = {value: bleu(length, value) for value in repeat_penalties}  # 0: decoded
+    repeat = max(repeat_scores, key=lambda value: (repeat_scores[value], -value))
     return {
         "length_penalty": length,
         "dev_bleu4": length_scores,

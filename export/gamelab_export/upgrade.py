@@ -91,9 +91,8 @@ def tune_repeat_penalty(folder: str | Path) -> list[str]:
     config = TrainConfig.from_saved(bundle.manifest["config"])
     manifest = _editable(bundle.manifest)
     decoding = manifest["decoding"]
-    decoding["repeat_penalty"] = 0.0  # the words it spares must be known while it is tuned
-    decoding["repeatable_words"] = config.repeatable_words.split(",")
-    write_manifest(bundle.path, manifest)
+    # tuned sparing the SDK's REPEATABLE_WORDS (what a manifest without a list gets), which
+    # are also the config's default: the list written below
     result = tune_decoding(
         bundle.path,
         load_split(config, "dev")[0],
@@ -102,6 +101,7 @@ def tune_repeat_penalty(folder: str | Path) -> list[str]:
         int(decoding.get("beam_size", config.beam_size)),
     )
     decoding["repeat_penalty"] = result["repeat_penalty"]
+    decoding["repeatable_words"] = config.repeatable_words.split(",")
     scores = ", ".join(f"{k:g}: {v:.2f}" for k, v in result["dev_bleu4_repeat"].items())
     changes = [f"decoding: repeat penalty {result['repeat_penalty']:g} (dev BLEU-4 {scores})"]
     _record(manifest, changes)

@@ -67,6 +67,14 @@ def _top(scores: np.ndarray, count: int) -> tuple[list[list[int]], list[list[flo
     return best.tolist(), scores[rows, best].tolist()
 
 
+def check_repeat_penalty(value: object) -> float:
+    """``value`` as a float; ValueError unless it is a finite number >= 0."""
+    penalty = float(value)
+    if not 0 <= penalty < math.inf:
+        raise ValueError(f"repeat_penalty must be a finite number >= 0, got {penalty}")
+    return penalty
+
+
 def normalise(log_prob: float, length: int, length_penalty: float) -> float:
     return log_prob / (max(length, 1) ** length_penalty)
 

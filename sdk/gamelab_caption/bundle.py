@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .beam_search import check_repeat_penalty
 from .errors import BundleError
 from .preprocessing import ImageSpec
 from .vocabulary import REPEATABLE_WORDS, Vocabulary
@@ -174,9 +175,7 @@ def load_bundle(model: str | os.PathLike = DEFAULT_MODEL, *, verify: bool = True
 
 
 def _check_repeats(decoding: dict) -> None:
-    penalty = float(decoding.get("repeat_penalty", 0.0))
-    if not 0 <= penalty < float("inf"):
-        raise ValueError(f"repeat_penalty must be a finite number >= 0, got {penalty}")
+    check_repeat_penalty(decoding.get("repeat_penalty", 0.0))
     words = decoding.get("repeatable_words", [])
     if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
         raise ValueError(f"repeatable_words must be a list of words, got {words!r}")

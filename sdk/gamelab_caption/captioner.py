@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .beam_search import Hypothesis, beam_search
+from .beam_search import Hypothesis, beam_search, check_repeat_penalty
 from .bundle import DECODER_INIT, DECODER_STEP, DEFAULT_MODEL, ENCODER, GRAPHS, Bundle, load_bundle
 from .errors import BundleError, ImageError
 from .preprocessing import DEFAULT_MAX_PIXELS, ImageInput, preprocess
@@ -81,10 +81,8 @@ class DecodeOptions:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
         if self.length_penalty is not None and not math.isfinite(self.length_penalty):
             raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
-        if self.repeat_penalty is not None and not 0 <= self.repeat_penalty < math.inf:
-            raise ValueError(
-                f"repeat_penalty must be a finite number >= 0, got {self.repeat_penalty}"
-            )
+        if self.repeat_penalty is not None:
+            check_repeat_penalty(self.repeat_penalty)
 
     def with_defaults(self, bundle: Bundle) -> DecodeOptions:
         """These options, with the bundle's values where they are None."""
@@ -338,14 +336,12 @@ class Captioner:
         memory, keys, hidden = self._sessions[DECODER_INIT].run(
             ["memory", "keys", "hidden"], {"features": features}
         )
-        tiled: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # per call: thread-safe
+        tiled: list = [None, None, None]  # rows, their memory, keys; per call: thread-safe
 
         def step(tokens: np.ndarray, state: np.ndarray, image_rows: np.ndarray):
-            cache_key = image_rows.tobytes()
-            if cache_key not in tiled:  # the rows only change when an image finishes
-                tiled.clear()
-                tiled[cache_key] = (memory[image_rows], keys[image_rows])
-            row_memory, row_keys = tiled[cache_key]
+            if image_rows is not tiled[0]:  # beam_search makes a new array when an image ends
+                tiled[:] = image_rows, memory[image_rows], keys[image_rows]
+            _, row_memory, row_keys = tiled
             return self._sessions[DECODER_STEP].run(
                 ["log_probs", "next_hidden", "attention"],
                 {
