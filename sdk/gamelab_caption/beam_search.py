@@ -170,7 +170,14 @@ def beam_search(
     for t in range(max_length):
         last = [beam[-1] if beam else start_id for beams in tokens for beam in beams]
         last_ids = np.asarray(last, np.int64)
-        step_log_probs, hidden, attention = step(last_ids, hidden, image_rows)
+        if t == 0 and k > 1:  # the K beams of an image are one <start> row yet: decode it once
+            first = slice(None, None, k)
+            step_log_probs, hidden, attention = (
+                np.repeat(output, k, axis=0)
+                for output in step(last_ids[first], hidden[first], image_rows[first])
+            )
+        else:
+            step_log_probs, hidden, attention = step(last_ids, hidden, image_rows)
         vocab = step_log_probs.shape[1]
         if offsets is None and (suppress_ids or repeat_penalty):
             offsets = np.zeros(step_log_probs.shape, step_log_probs.dtype)
