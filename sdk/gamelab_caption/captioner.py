@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 from collections.abc import Sequence
@@ -43,6 +44,18 @@ def check_onnxruntime_version(version: str = ort.__version__) -> None:
         )
 
 
+# Most words a caption may be asked for: Flickr8k's longest has 38, and a model that never
+# says <end> would otherwise decode for as long as it was allowed.
+MAX_LENGTH = 1000
+_OPTION_TYPES = {
+    "beam_size": numbers.Integral,
+    "max_length": numbers.Integral,
+    "length_penalty": numbers.Real,
+    "repeat_penalty": numbers.Real,
+}
+_TYPE_NAMES = {numbers.Integral: "an int", numbers.Real: "a number"}
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """How ``Captioner.caption`` and ``caption_batch`` decode; checked once, when made.
@@ -63,8 +76,10 @@ class DecodeOptions:
             and a woman"; 0 turns it off; None: the bundle's (tuned on the dev split).
 
     Raises:
-        ValueError: ``beam_size`` or ``max_length`` is below 1, ``length_penalty`` is not a
-            finite number or ``repeat_penalty`` not a finite number >= 0.
+        TypeError: ``beam_size`` or ``max_length`` is not an int, or a penalty not a number.
+        ValueError: ``beam_size`` is below 1, ``max_length`` outside 1..MAX_LENGTH,
+            ``length_penalty`` is not a finite number or ``repeat_penalty`` not a finite
+            number >= 0.
     """
 
     beam_size: int = 3
@@ -75,10 +90,14 @@ class DecodeOptions:
     repeat_penalty: float | None = None
 
     def __post_init__(self):
+        for name, kind in _OPTION_TYPES.items():
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise TypeError(f"{name} must be {_TYPE_NAMES[kind]}, got {type(value).__name__}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+        if self.max_length is not None and not 1 <= self.max_length <= MAX_LENGTH:
+            raise ValueError(f"max_length must be 1..{MAX_LENGTH}, got {self.max_length}")
         if self.length_penalty is not None and not math.isfinite(self.length_penalty):
             raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
         if self.repeat_penalty is not None:

@@ -48,9 +48,9 @@ def test_max_length_limits_the_words(captioner, image_files):
     assert captioner.caption(image_files["green"], max_length=1).text == "green"
 
 
-@pytest.mark.parametrize("max_length", [0, -1])
-def test_max_length_below_one_is_refused_naming_the_value(captioner, image_files, max_length):
-    message = f"max_length must be >= 1, got {max_length}$"
+@pytest.mark.parametrize("max_length", [0, -1, 1001])
+def test_max_length_outside_its_range_is_refused_naming_the_value(captioner, image_files, max_length):
+    message = f"max_length must be 1..1000, got {max_length}$"
     with pytest.raises(ValueError, match=message):
         captioner.caption(image_files["red"], max_length=max_length)
     with pytest.raises(ValueError, match=message):
@@ -61,7 +61,8 @@ def test_max_length_below_one_is_refused_naming_the_value(captioner, image_files
     ("options", "message"),
     [
         ({"beam_size": 0}, "beam_size must be >= 1, got 0"),
-        ({"max_length": 0}, "max_length must be >= 1, got 0"),
+        ({"max_length": 0}, "max_length must be 1..1000, got 0"),
+        ({"max_length": 10**9}, "max_length must be 1..1000, got 1000000000"),
         ({"length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
         ({"repeat_penalty": -1.0}, "repeat_penalty must be a finite number >= 0, got -1.0"),
         ({"repeat_penalty": float("inf")}, "repeat_penalty must be a finite number >= 0, got inf"),
@@ -72,6 +73,23 @@ def test_bad_decode_options_are_refused_even_for_no_images(captioner, options, m
         captioner.caption_batch([], **options)
     with pytest.raises(ValueError, match=message):
         DecodeOptions(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"beam_size": "3"}, "beam_size must be an int, got str"),
+        ({"beam_size": 2.0}, "beam_size must be an int, got float"),
+        ({"beam_size": True}, "beam_size must be an int, got bool"),
+        ({"max_length": 7.5}, "max_length must be an int, got float"),
+        ({"length_penalty": "0.5"}, "length_penalty must be a number, got str"),
+        ({"repeat_penalty": None, "length_penalty": [1]}, "length_penalty must be a number, got list"),
+    ],
+)
+def test_decode_options_of_the_wrong_type_are_named(captioner, options, message):
+    with pytest.raises(TypeError, match=message):
+        DecodeOptions(**options)
+    DecodeOptions(beam_size=np.int64(2), max_length=np.int32(5), length_penalty=np.float32(0.5))
 
 
 def test_decode_options_fill_only_their_unset_values_from_the_bundle(captioner):

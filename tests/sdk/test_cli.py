@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -42,6 +44,22 @@ def test_beam_and_max_length_options_reach_the_decoder(tiny_bundle, image_files,
     assert _lines(capsys.readouterr().out) == [f"{green}\tgreen box", f"{green}\tgreen"]
 
 
+def test_a_reader_that_leaves_early_stops_it_quietly(tiny_bundle, image_files):
+    # `gamelab-caption DIR | head -1`: the rest of the output has nowhere to go (600 JSON
+    # lines are more than a pipe holds, so a write fails after the reader left)
+    command = "import sys; from gamelab_caption.cli import main; sys.exit(main())"
+    arguments = [str(image_files["red"])] * 600 + ["--model", str(tiny_bundle), "--json"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", command, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert json.loads(process.stdout.readline())["caption"] == "red ball"
+    process.stdout.close()
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read() == b""
+
+
 def test_bad_image_is_reported_and_the_others_captioned(tiny_bundle, image_files, capsys):
     red, bad, blue = (str(image_files[name]) for name in ("red", "corrupt", "blue"))
     assert main([red, bad, blue, "--model", str(tiny_bundle)]) == 1
@@ -68,12 +86,18 @@ def test_broken_bundle_is_a_one_line_usage_error(tmp_path, image_files, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["image.jpg", "--beam", "0"], ["--no-such-flag"]],
-    ids=["no-images", "beam-zero", "unknown-flag"],
+    [
+        [],
+        ["image.jpg", "--beam", "0"],
+        ["image.jpg", "--max-length", "1001"],
+        ["--no-such-flag"],
+        ["batch", "in", "--output", "out", "--max-length", "5000"],
+    ],
+    ids=["no-images", "beam-zero", "max-length-too-long", "unknown-flag", "batch-max-length"],
 )
 def test_usage_errors_exit_2(argv, capsys):
     assert main(argv) == 2
-    assert "gamelab-caption: error:" in capsys.readouterr().err
+    assert "gamelab-caption" in capsys.readouterr().err
 
 
 def test_version_prints_the_package_version(capsys):

@@ -9,6 +9,8 @@ own module, imported only when asked for (``serve`` alone imports FastAPI, ``bat
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 
 # argv[0] -> module whose main(rest of argv) returns the exit code
@@ -16,12 +18,22 @@ SUBCOMMANDS = {"batch": "batch", "index": "index", "search": "search", "serve": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 some image failed, 2 usage).
+    """Run the command line; returns the exit code (0 ok, 1 some image failed, 2 usage,
+    141 the reader of the output went away, as in ``gamelab-caption DIR | head``).
 
     Args:
         argv: arguments without the program name; default ``sys.argv[1:]``.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # Stop quietly, as Unix tools do, and keep Python from failing again when it flushes
+        # stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         module = importlib.import_module(f".{SUBCOMMANDS[argv[0]]}", __name__)
         return module.main(argv[1:])

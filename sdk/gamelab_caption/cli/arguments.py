@@ -6,23 +6,27 @@ import argparse
 import sys
 
 from ..bundle import DEFAULT_MODEL
+from ..captioner import MAX_LENGTH
 
 PROG = "gamelab-caption"
 
 
-def at_least(minimum: int):
-    """An argparse type: an integer >= ``minimum``."""
+def at_least(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer >= ``minimum`` (and <= ``maximum`` when given)."""
 
     def parse(text: str) -> int:
         value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
 
 
 positive = at_least(1)
+caption_length = at_least(1, MAX_LENGTH)  # --max-length: DecodeOptions' range
 
 
 def error(message: object, prog: str = PROG) -> int:

@@ -11,7 +11,7 @@ import argparse
 from ..bundle import DEFAULT_MODEL
 from ..captioner import BATCH_SIZE
 from ..errors import BatchClusterError
-from .arguments import PROG, at_least, error, positive
+from .arguments import PROG, at_least, caption_length, error, positive
 
 
 def _positive_float(text: str) -> float:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-caption", action="store_true", help="embeddings only")
     parser.add_argument("--no-embed", action="store_true", help="captions only")
     parser.add_argument("--beam", type=positive, default=3, help="beam size; 1 is greedy")
-    parser.add_argument("--max-length", type=positive, default=None, help="most words")
+    parser.add_argument("--max-length", type=caption_length, default=None, help="most words")
     parser.add_argument(
         "--path-column", default="path", help="column of image paths in tables (default: path)"
     )

@@ -12,7 +12,7 @@ from ..bundle import DEFAULT_MODEL, bundled_models
 from ..captioner import BATCH_SIZE, Captioner, CaptionResult
 from ..errors import BundleError
 from ..version import __version__
-from .arguments import PROG, error, positive
+from .arguments import PROG, caption_length, error, positive
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam", type=positive, default=3, help="beam size; 1 is greedy")
     parser.add_argument(
         "--max-length",
-        type=positive,
+        type=caption_length,
         default=None,
         help="most words per caption (default: from the bundle)",
     )
