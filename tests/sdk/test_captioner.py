@@ -49,7 +49,7 @@ def test_max_length_limits_the_words(captioner, image_files):
 
 
 @pytest.mark.parametrize("max_length", [0, -1, 1001])
-def test_max_length_outside_its_range_is_refused_naming_the_value(captioner, image_files, max_length):
+def test_max_length_out_of_range_is_refused_naming_the_value(captioner, image_files, max_length):
     message = f"max_length must be 1..1000, got {max_length}$"
     with pytest.raises(ValueError, match=message):
         captioner.caption(image_files["red"], max_length=max_length)
@@ -83,7 +83,7 @@ def test_bad_decode_options_are_refused_even_for_no_images(captioner, options, m
         ({"beam_size": True}, "beam_size must be an int, got bool"),
         ({"max_length": 7.5}, "max_length must be an int, got float"),
         ({"length_penalty": "0.5"}, "length_penalty must be a number, got str"),
-        ({"repeat_penalty": None, "length_penalty": [1]}, "length_penalty must be a number, got list"),
+        ({"length_penalty": [1]}, "length_penalty must be a number, got list"),
     ],
 )
 def test_decode_options_of_the_wrong_type_are_named(captioner, options, message):
