@@ -5,9 +5,12 @@ index once (cached in the output folder), reads every query's text once, collect
 query's candidate games with their evidence (image similarity, text similarity, whether
 text was read), searches the ranking weights (TEXT_WEIGHT, TEXT_BOOST, SURE_GAP) for the
 best worst Recall@1 relative to each kind's goal, then fits a logistic regression of "this
-candidate is the answer" on the ranking score, its lead and the read flag (Newton's method, a little
-L2). Prints the constants to paste into search.py, Recall@1 per kind, how often OCR runs,
-and how well the confidence of the top hits matches how often they are right.
+candidate is the answer" on the ranking score, its lead and the read flag (Newton's method, a
+little L2), and, on the queries whose top game is wrong, one of "this other game is the
+answer" on its score's gap to the top's and whether it is second (RUNNERS_UP, at the
+current weights). Prints the constants to paste into search.py, Recall@1 per kind, how often
+OCR runs, and how well the shipped confidences of the first and second hits match how
+often they are right.
 
     python benchmarks/tune_fusion.py [--queries 150] [--output benchmarks/results/tune]
 """
@@ -108,7 +111,24 @@ def _calibrate(rows: list[dict], weights, l2: float = 1e-3) -> np.ndarray:
             lead = score - other if len(ranked) > 1 else 1.0
             x.append([score, lead, read, 1.0])
             y.append(game == q["answer"])
-    x, y = np.array(x, np.float64), np.array(y, np.float64)
+    return _newton_logistic(np.array(x, np.float64), np.array(y, np.float64), l2)
+
+
+def _fit_runners_up(rows: list[dict], weights, l2: float = 1e-2) -> np.ndarray:
+    """Logistic regression of "is the answer" for the games after the top one, on the queries
+    whose top game is wrong: (rank score minus the top's, second place, bias), as
+    search.confidences uses it (RUNNERS_UP)."""
+    x, y = [], []
+    for q, ranked in zip(rows, _ranked(rows, weights), strict=True):
+        if not ranked or ranked[0][1] == q["answer"]:
+            continue
+        for place, (score, game, _) in enumerate(ranked[1:], start=2):
+            x.append([score - ranked[0][0], float(place == 2), 1.0])
+            y.append(game == q["answer"])
+    return _newton_logistic(np.array(x, np.float64), np.array(y, np.float64), l2)
+
+
+def _newton_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
     w = np.zeros(x.shape[1])
     for _ in range(50):  # Newton's method on the L2-regularised log-likelihood
         p = 1 / (1 + np.exp(-x @ w))
@@ -155,21 +175,28 @@ def main() -> None:
     reads = sum(scored[0][2] or not scored for scored in _ranked(rows, best))
     print(f"OCR runs for {reads}/{len(rows)} queries (the rest: a clear image gap)")
     calibration = _calibrate(rows, best)
+    runners_up = _fit_runners_up(rows, current)  # the ranking search.py has
     print("TEXT_WEIGHT, TEXT_BOOST, SURE_GAP = {}, {}, {}".format(*best))
     print("CALIBRATION = ({:.2f}, {:.2f}, {:.2f}, {:.2f})".format(*calibration))
-    # calibration check: mean confidence against accuracy of the top hits, in bins
-    tops = []
-    for q, ranked in zip(rows, _ranked(rows, best), strict=True):
+    print("RUNNERS_UP = ({:.2f}, {:.2f}, {:.2f})".format(*runners_up))
+    # calibration check of what search.py has (its weights and CALIBRATION) with these
+    # RUNNERS_UP: mean confidence against accuracy of the first and second hits, in bins
+    hits = {"top": [], "second": []}
+    for q, ranked in zip(rows, _ranked(rows, current), strict=True):
         if ranked:
-            lead = ranked[0][0] - ranked[1][0] if len(ranked) > 1 else 1.0
-            chance = search_module.confidence(ranked[0][0], lead, ranked[0][2], calibration)
-            tops.append((chance, ranked[0][1] == q["answer"]))
-    for low, high in ((0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)):
-        inside = [right for chance, right in tops if low <= chance < high]
-        if inside:
-            print(
-                f"top hits with confidence {low}-{high}: {len(inside)}, right {np.mean(inside):.2f}"
-            )
+            scores = [score for score, _, _ in ranked]
+            chances = search_module.confidences(scores, ranked[0][2], runners_up=runners_up)
+            for place, name in enumerate(hits):
+                if place < len(ranked):
+                    hits[name].append((chances[place], ranked[place][1] == q["answer"]))
+    for name, chances in hits.items():
+        for low, high in ((0, 0.05), (0.05, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)):
+            inside = [right for chance, right in chances if low <= chance < high]
+            if inside:
+                print(
+                    f"{name} hits with confidence {low}-{high}: {len(inside)}, "
+                    f"right {np.mean(inside):.2f}"
+                )
 
 
 if __name__ == "__main__":

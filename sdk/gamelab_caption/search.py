@@ -26,10 +26,11 @@ every catalogue image), the text decides. What the query looks like (the kind of
 its nearest catalogue images, ``LOOK_SHARE``) changes that: gameplay needs a stronger text
 match, as what is written on it is seldom the title; a title screen is always read, and its
 image is sure of the game only from a larger gap (``TITLE_SURE_GAP``), as title screens look
-alike. The score reported maps the ranking value, its
-lead over the next game and whether text was read through a logistic function
-(``CALIBRATION``, Platt scaling), so that it estimates the chance that the hit is the game
-whatever the query was. The constants were chosen on tuning queries of every kind
+alike. The score reported estimates the chance that the hit is the game whatever the query
+was: the top hit's maps its ranking value, its lead over the next game and whether text was
+read through a logistic function (``CALIBRATION``, Platt scaling); the other games share
+the chance that it is wrong (``RUNNERS_UP``), so the scores of a result sum to at most 1.
+The constants were chosen on tuning queries of every kind
 (benchmarks/tune_fusion.py, with a seed the benchmark does not use).
 """
 
@@ -74,7 +75,11 @@ SURE_GAP = 0.1  # image similarity of the best game minus the next: clear from h
 # strong read (0.83, "GHAMPIONSBFEUROPE") at a sixth of its weight. Tuning queries unchanged
 # (0.2-0.5), seed-2024 title screens +1 with 0.35 and 0.5.
 UNSURE_TEXT_WEIGHT = 0.35
-CALIBRATION = (4.80, 16.15, -0.72, -2.87)  # logistic: rank score, lead, text read, bias
+CALIBRATION = (4.80, 16.15, -0.72, -2.87)  # top hit, logistic: rank score, lead, read, bias
+# Each other game gets a share of what the top hit leaves (the chance the top is wrong): a
+# logistic of its rank score minus the top's, being second, bias. When the top is wrong, the
+# answer is the second game only 1 time in 7 (tuning queries): the shares are small.
+RUNNERS_UP = (1.57, 2.78, -4.57)
 # What a query looks like: the kind of most of its nearest catalogue images (_query_look).
 LOOK_NEIGHBOURS = 10  # nearest catalogue images looked at
 LOOK_SHARE = 0.7  # share of them of one kind
@@ -192,11 +197,35 @@ def rank_score(
 def confidence(
     score: float, lead: float, text_read: bool, calibration: Sequence[float] = CALIBRATION
 ) -> float:
-    """A ``rank_score`` and its ``lead`` over the best other game's as the chance 0..1 that
-    the game is the answer (see CALIBRATION)."""
+    """The top game's ``rank_score`` and its ``lead`` over the next game's as the chance 0..1
+    that it is the answer (see CALIBRATION)."""
     w_score, w_lead, w_read, bias = calibration
     logit = w_score * score + w_lead * lead + w_read * text_read + bias
     return 1.0 / (1.0 + math.exp(-logit))
+
+
+def confidences(
+    scores: Sequence[float],
+    text_read: bool,
+    calibration: Sequence[float] = CALIBRATION,
+    runners_up: Sequence[float] = RUNNERS_UP,
+) -> list[float]:
+    """The ``rank_score`` of every candidate game, best first, as the chance 0..1 that each is
+    the answer: the top one's by ``confidence``, each other's a share (RUNNERS_UP) of the
+    chance that the top one is wrong, never more than the top's. They sum to at most 1: two
+    games are never both near certain."""
+    if not scores:
+        return []
+    lead = scores[0] - scores[1] if len(scores) > 1 else 1.0
+    top = confidence(scores[0], lead, text_read, calibration)
+    w_gap, w_second, bias = runners_up
+    logits = w_gap * (np.asarray(scores[1:], np.float64) - scores[0]) + bias  # gaps <= 0
+    logits[:1] += w_second
+    shares = 1.0 / (1.0 + np.exp(-logits))
+    shares /= max(1.0, float(shares.sum()))
+    # never above the top game's: a weak top (a photo of no game in the catalogue) would
+    # otherwise leave the second more than it has itself
+    return [top, *np.minimum((1.0 - top) * shares, top).tolist()]
 
 
 class GameIndex:
@@ -616,13 +645,11 @@ class GameIndex:
             text = matches[game].score if game in matches else 0.0
             ranked.append((rank_score(similarity, text, image_gap, weights), similarity, game))
         ranked.sort(key=lambda item: (-item[0], -item[1]))
-        hits = []
-        for place, (score, similarity, game) in enumerate(ranked[:k]):
-            other = ranked[1][0] if place == 0 and len(ranked) > 1 else ranked[0][0]
-            lead = score - other if len(ranked) > 1 else 1.0
-            chance = confidence(score, lead, bool(read))
-            hits.append(self._hit(game, similarity, best[game][1], matches.get(game), chance))
-        return hits
+        chances = confidences([score for score, _, _ in ranked], bool(read))
+        return [
+            self._hit(game, similarity, best[game][1], matches.get(game), chance)
+            for (_, similarity, game), chance in zip(ranked[:k], chances, strict=False)
+        ]
 
     def _titles(self) -> TitleMatcher:
         """Each game's names (releases, ROM files) and the text read in its images."""

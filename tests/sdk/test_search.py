@@ -3,8 +3,9 @@ image and text evidence on the shipped encoder.
 
 Covers are solid colours, so a query of one colour must find the game of that colour; its
 image evidence (``hit.evidence[0].score``) is then a cosine near 1. ``hit.score`` is a fused
-confidence whose weights are re-fitted from time to time (``search.FUSION``), so these tests
-check ranking and evidence, never its exact value.
+confidence whose weights are re-fitted from time to time (``search.CALIBRATION``,
+``search.RUNNERS_UP``), so these tests check ranking, evidence and what a confidence must
+be (a chance: the games of one result sum to at most 1), never its exact value.
 """
 
 from __future__ import annotations
@@ -420,6 +421,35 @@ def test_text_naming_a_game_ranks_it_first_over_better_image_evidence(lookalikes
         assert 'read "golvellius"' in best.reason and "Golvellius - Valley of Doom" in best.reason
         assert all(len(hit.evidence) == 1 for hit in rest)  # no text evidence for the others
         assert all(hit.score < best.score for hit in rest)
+
+
+def test_the_confidences_of_a_result_sum_to_at_most_one(lookalikes):
+    # two games named by the read were both "near certain" when each hit's chance was
+    # computed on its own
+    index, covers = lookalikes
+    views = index.embed(covers[0], crops=(1.0,))
+    two_names = ["FANTASY ZONE", "PHANTASY STAR II"]
+    for text in ((), ["GOLVELLIUS"], two_names):
+        hits = index.search_embedding(views, k=5, text=text)
+        scores = [hit.score for hit in hits]
+        assert scores == sorted(scores, reverse=True) and 0 < scores[-1]
+        assert sum(scores) <= 1.0 + 1e-9, (text, scores)
+    first, second, *_ = index.search_embedding(views, k=5, text=two_names)
+    assert len(first.evidence) == len(second.evidence) == 2  # text evidence for both
+    assert second.score <= 1 - first.score
+
+
+def test_confidences_give_the_top_game_its_calibrated_chance_and_the_others_a_share():
+    assert search.confidences([], True) == []
+    scores = [2.0, 1.9, 1.2, 0.3]
+    chances = search.confidences(scores, True)
+    assert chances[0] == search.confidence(2.0, 0.1, True)
+    assert chances == sorted(chances, reverse=True) and sum(chances) <= 1.0
+    assert all(0 < chance < 1 - chances[0] for chance in chances[1:])
+    weak = search.confidences([0.05, 0.049, 0.0], False)  # a photo of no game it knows
+    assert weak == sorted(weak, reverse=True) and weak[0] < 0.5
+    crowded = search.confidences([1.0] * 1000, False)  # a thousand ties still share one chance
+    assert sum(crowded) == pytest.approx(1.0) and crowded[2] == pytest.approx(crowded[-1])
 
 
 def test_text_proposes_games_the_image_evidence_does_not(lookalikes, monkeypatch):
