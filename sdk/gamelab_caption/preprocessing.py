@@ -177,10 +177,10 @@ def load_image(
             raise
         except Image.DecompressionBombError as error:
             raise ImageTooLarge(f"Image {_describe(source)} is too large: {error}") from None
-        except UnidentifiedImageError as error:
+        except UnidentifiedImageError:  # its message names only a Python object
             raise NotAnImage(
                 f"Cannot read {_describe(source)} as an image: it is not an image format "
-                f"Pillow knows ({error})"
+                "Pillow knows"
             ) from None
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageError(f"Cannot read {_describe(source)} as an image: {error}") from None

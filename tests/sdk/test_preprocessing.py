@@ -249,8 +249,10 @@ def test_to_pixels_accepts_a_loaded_image(gradient_png):
 def test_refusals_have_typed_subclasses(gradient_png):
     from gamelab_caption import ImageTooLarge, NotAnImage
 
-    with pytest.raises(NotAnImage):
+    with pytest.raises(NotAnImage) as refused:
         load_image(b"this is plain text, not an image")
+    message = str(refused.value)  # names the input, not a Python object's address
+    assert message == "Cannot read <32 bytes> as an image: it is not an image format Pillow knows"
     with pytest.raises(ImageTooLarge):
         load_image(gradient_png, max_pixels=10)
 
