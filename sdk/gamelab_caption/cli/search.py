@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     parser = model_parser("search", "Find the games that images show, with their captions.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos to look up")
     parser.add_argument("--index", required=True, help="index file from 'index build'")
-    parser.add_argument("--k", type=positive, default=5, help="games per image (default 5)")
+    parser.add_argument("-k", "--k", type=positive, default=5, help="games per image (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     try:
         args = parser.parse_args(argv)
