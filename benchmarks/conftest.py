@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from gamelab_export.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
-# helper modules beside the benchmarks (bench_photos, recognition_data, tf_baseline)
+# helper modules beside the benchmarks (bench_photos, cpu_share, recognition_data, tf_baseline)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_share  # noqa: E402
+
 DEFAULT_DATA = "../shared/data/flickr8k"
 BEAM_SIZES = (1, 3)
 CUDA = "CUDAExecutionProvider"
@@ -252,6 +254,7 @@ _BUNDLES = _shipped_bundles() + [
 ]
 _WRITTEN: list[Path] = []  # report files, listed at the end of the run
 _LOAD_AT_START = os.getloadavg()  # other work on the machine skews every number
+_CPU_AT_START = cpu_share.now()  # and what others use of the CPUs while the suite runs
 
 
 def _bundle_params() -> list:
@@ -510,7 +513,14 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     output_json["gamelab"] = {
         "settings": settings,
         "eval": _evaluations(),
-        "load_average": {"start": _LOAD_AT_START, "end": os.getloadavg(), "cpus": os.cpu_count()},
+        "load_average": {
+            "start": _LOAD_AT_START,
+            "end": os.getloadavg(),
+            "cpus": os.cpu_count(),
+            "others_cpu_share": cpu_share.others_share(
+                _CPU_AT_START, cpu_share.now(), os.cpu_count()
+            ),
+        },
     }
     _WRITTEN.extend(_load_report().write_report(output_json, _SETTINGS.output))
 
