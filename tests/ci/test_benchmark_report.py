@@ -1,4 +1,5 @@
-"""The benchmark summary's "machine was busy" warning: other work, not the suite's own."""
+"""The benchmark summary's reading of a run: the busy warning (other work, not the suite's
+own) and the speed goals from the paired rounds."""
 
 from __future__ import annotations
 
@@ -52,3 +53,28 @@ def test_the_warning_ignores_the_suites_own_load_at_the_end():
     assert "other processes used 30% of them during the run" in warning
     busy_before = {**own_work, "start": (cpus, 1.0, 1.0), "others_cpu_share": 0.0}
     assert "machine was busy" in report._load_warning(busy_before)
+
+
+def _paired(threads: str, tf_caption_ms: float, caption_ratio: float) -> dict:
+    return {
+        "kind": "paired", "run": "shipped", "encoder": "inception_v3", "threads": threads,
+        "weights": "w", "sdk_bundle": "efficientnet-lite0", "rounds": 5, "images": 32,
+        "sdk_ms": 10.0, "tf_caption_ms": tf_caption_ms, "tf_encode_ms": tf_caption_ms - 10,
+        "caption_ratio": caption_ratio, "encode_ratio": caption_ratio - 1,
+        "caption_ratios": [caption_ratio] * 5,
+    }  # fmt: skip
+
+
+def test_the_speed_goals_take_tf_at_its_best_setting_from_the_paired_rounds():
+    report = _module("report")
+    benchmarks = [
+        {"extra_info": _paired(threads, ms, ratio), "name": f"paired-{threads}",
+         "stats": {"median": 1.0, "mean": 1.0, "rounds": 5}}
+        for threads, ms, ratio in (("1", 140.0, 11.5), ("2", 96.0, 8.5), ("default", 100.0, 9.0))
+    ]  # fmt: skip
+    paired = report.paired_table({"benchmarks": benchmarks})
+    forward, pipeline = report._speed_goals({"paired": paired, "caption": []}, "efficientnet-lite0")
+    # TF is fastest at 2 threads: its ratio counts, not the flattering 11.5 at 1 thread
+    assert (pipeline["measured"], pipeline["status"]) == (8.5, "MISSED")
+    assert "best threads (2)" in pipeline["note"] and "5 rounds of 32 images" in pipeline["note"]
+    assert (forward["measured"], forward["status"]) == (7.5, "met")
