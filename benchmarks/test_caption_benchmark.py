@@ -219,9 +219,10 @@ def test_paired_speedup(
     image through one, then the next (the order rotating), and its ratios compare passes a
     few seconds apart. This VM's speed drifts by a third within minutes, which the separate
     benchmarks above feel as ratios moving by as much between runs (7.2x to 10.3x one day,
-    the same code); the goal rows use the median of these per-round ratios. (Alternating
-    image by image instead made the SDK 50% slower: each image then found the caches full of
-    the other pipeline's 95 MB of weights and TensorFlow's threads still spinning.)"""
+    the same code); the goal rows use the median of these per-round ratios. Whole passes keep
+    each pipeline's caches warm: an SDK pass right after a TF pass measured what one right
+    after an SDK pass did. (Alternating image by image, tried first, measured the SDK at 15 ms
+    against 9-10 alone, maybe a slow phase, maybe the other's 95 MB of weights in the caches.)"""
     from gamelab_caption.bundle import load_bundle
 
     if tf_bundle.encoder != PAIRED_ENCODER:
