@@ -37,6 +37,7 @@ import cpu_share  # noqa: E402
 DEFAULT_DATA = "../shared/data/flickr8k"
 BEAM_SIZES = (1, 3)
 CUDA = "CUDAExecutionProvider"
+GOAL_BASELINE_ENCODER = "inception_v3"  # the speed goals' TF pipeline (report.BASELINE_ENCODER)
 DEFAULT_THREADS = "default"  # the runtime's own choice: what ``Captioner()`` users get
 SMOKE = os.environ.get("GAMELAB_BENCH_SMOKE") == "1"
 DEFAULT_OUTPUT = "benchmarks/results/smoke" if SMOKE else "benchmarks/results"
@@ -270,12 +271,13 @@ def _bundle_params() -> list:
     return params
 
 
-def _baseline_params() -> list:
+def _baseline_params(encoder: str | None = None) -> list:
     """What the TensorFlow baselines rebuild: one per encoder of a shipped bundle, with
-    untrained decoders, and one per run folder, with its trained weights."""
+    untrained decoders, and one per run folder, with its trained weights (only ``encoder``'s
+    when given)."""
     params = []
     for case in _BUNDLES:
-        if case.run is None or case.precision == "fp32":
+        if (case.run is None or case.precision == "fp32") and encoder in (None, case.encoder):
             params.append(pytest.param(case, id=f"{case.source}-{case.encoder}"))
     return params
 
@@ -287,6 +289,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("bundle", _bundle_params())
     if "tf_bundle" in names:
         metafunc.parametrize("tf_bundle", _baseline_params())
+    if "goal_baseline" in names:  # the goals' TF pipeline: the original design's encoder
+        metafunc.parametrize("goal_baseline", _baseline_params(GOAL_BASELINE_ENCODER))
     if "beam" in names:
         metafunc.parametrize("beam", BEAM_SIZES, ids=[f"beam{k}" for k in BEAM_SIZES])
     if "batch" in names:

@@ -23,7 +23,6 @@ import pytest
 
 ENCODER_ROUNDS = 5
 PAIRED_ROUNDS = 5  # rounds of the paired benchmark: each pipeline's pass over the images
-PAIRED_ENCODER = "inception_v3"  # the goals' baseline: the original design's pipeline
 SDK_BEAM = 3  # the steps the baselines decode: those of the SDK's default decoding
 
 
@@ -212,7 +211,7 @@ def test_caption_quality(benchmark, bundle, settings, captioners, bleu4_of, reco
 
 
 def test_paired_speedup(
-    benchmark, tf_bundle, threads, tf_workers, sdk_steps, captioners, images, settings, record
+    benchmark, goal_baseline, threads, tf_workers, sdk_steps, captioners, images, settings, record
 ):
     """``Captioner()`` (the default bundle, beam 3, batch 1) against TensorFlow's compiled
     InceptionV3 caption pipeline and its forward pass alone, in turn: each round runs every
@@ -225,8 +224,7 @@ def test_paired_speedup(
     against 9-10 alone, maybe a slow phase, maybe the other's 95 MB of weights in the caches.)"""
     from gamelab_caption.bundle import load_bundle
 
-    if tf_bundle.encoder != PAIRED_ENCODER:
-        pytest.skip(f"the goals compare with the {PAIRED_ENCODER} pipeline")
+    tf_bundle = goal_baseline  # InceptionV3 only: the goals compare with it
     worker = tf_workers(tf_bundle, threads)
     steps = sdk_steps(tf_bundle)
     default = load_bundle(settings.default_bundle, verify=False)  # GAMELAB_BENCH_DEFAULT
