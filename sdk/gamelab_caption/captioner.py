@@ -44,7 +44,7 @@ def check_onnxruntime_version(version: str = ort.__version__) -> None:
         )
 
 
-# Most words a caption may be asked for: Flickr8k's longest has 38, and a model that never
+# Most words a caption may be asked for: Flickr8k's longest has 37, and a model that never
 # says <end> would otherwise decode for as long as it was allowed.
 MAX_LENGTH = 1000
 _OPTION_TYPES = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 
 # argv[0] -> module whose main(rest of argv) returns the exit code
@@ -30,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         # Stop quietly, as Unix tools do, and keep Python from failing again when it flushes
         # stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        return 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 
 def _run(argv: list[str]) -> int:
