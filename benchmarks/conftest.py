@@ -37,7 +37,6 @@ import cpu_share  # noqa: E402
 DEFAULT_DATA = "../shared/data/flickr8k"
 BEAM_SIZES = (1, 3)
 CUDA = "CUDAExecutionProvider"
-GOAL_BASELINE_ENCODER = "inception_v3"  # the speed goals' TF pipeline (report.BASELINE_ENCODER)
 DEFAULT_THREADS = "default"  # the runtime's own choice: what ``Captioner()`` users get
 SMOKE = os.environ.get("GAMELAB_BENCH_SMOKE") == "1"
 DEFAULT_OUTPUT = "benchmarks/results/smoke" if SMOKE else "benchmarks/results"
@@ -290,7 +289,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "tf_bundle" in names:
         metafunc.parametrize("tf_bundle", _baseline_params())
     if "goal_baseline" in names:  # the goals' TF pipeline: the original design's encoder
-        metafunc.parametrize("goal_baseline", _baseline_params(GOAL_BASELINE_ENCODER))
+        metafunc.parametrize("goal_baseline", _baseline_params(_load_report().BASELINE_ENCODER))
     if "beam" in names:
         metafunc.parametrize("beam", BEAM_SIZES, ids=[f"beam{k}" for k in BEAM_SIZES])
     if "batch" in names:

@@ -225,6 +225,7 @@ def paired_table(output_json: dict) -> list[dict]:
     pipeline's median time per image and of the rounds' ratios (TF / SDK)."""
     return [
         {
+            "sdk bundle": r["sdk_bundle"],
             "TF pipeline": f"{r['run']} {r['encoder']} tf-compiled",
             "TF threads": r["threads"],
             "SDK": f"{r['sdk_bundle']} beam 3, Captioner()",
@@ -245,7 +246,7 @@ def paired_table(output_json: dict) -> list[dict]:
 def _paired_goals(paired: list[dict], default_bundle: str) -> list[dict] | None:
     """The speed goals from the paired rows: TF at its best thread setting (its lowest median
     time), and the median of that setting's per-round ratios."""
-    rows = [r for r in paired if r["SDK"].startswith(f"{default_bundle} ")]
+    rows = [r for r in paired if r["sdk bundle"] == default_bundle]
     if not rows:
         return None
     goals = []

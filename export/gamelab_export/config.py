@@ -104,6 +104,19 @@ class TrainConfig:
             return (self.units,) * self.decoders
         return tuple(int(width) for width in self.member_units.split(","))
 
+    @property
+    def length_penalties_to_try(self) -> tuple[float, ...]:
+        return tuple(float(value) for value in self.tune_length_penalties.split(","))
+
+    @property
+    def repeat_penalties_to_try(self) -> tuple[float, ...]:
+        return tuple(float(value) for value in self.tune_repeat_penalties.split(","))
+
+    @property
+    def repeatable_word_list(self) -> list[str]:
+        """The words the repeat penalty spares, as the manifest lists them."""
+        return self.repeatable_words.split(",")
+
     def member(self, index: int) -> TrainConfig:
         """Ensemble member ``index``: its own seed (seed + index) and, if given, GRU width."""
         if not 0 <= index < self.decoders:

@@ -332,7 +332,7 @@ def _decoding(config: TrainConfig) -> dict:
         "length_penalty": tuned.get("length_penalty", config.length_penalty),
         "beam_size": config.beam_size,
         "repeat_penalty": tuned.get("repeat_penalty", config.repeat_penalty),
-        "repeatable_words": config.repeatable_words.split(","),
+        "repeatable_words": config.repeatable_word_list,
     }
 
 
@@ -349,8 +349,8 @@ def tune(config: TrainConfig, force: bool = False) -> dict:
     result = tune_decoding(
         bundle_dirs(config)["int8"],
         dev_examples,
-        tuple(float(v) for v in config.tune_length_penalties.split(",")),
-        tuple(float(v) for v in config.tune_repeat_penalties.split(",")),
+        config.length_penalties_to_try,
+        config.repeat_penalties_to_try,
         config.beam_size,
     )
     target.parent.mkdir(parents=True, exist_ok=True)

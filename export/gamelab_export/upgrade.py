@@ -97,11 +97,11 @@ def tune_repeat_penalty(folder: str | Path) -> list[str]:
         bundle.path,
         load_split(config, "dev")[0],
         (bundle.length_penalty,),
-        tuple(float(v) for v in config.tune_repeat_penalties.split(",")),
+        config.repeat_penalties_to_try,
         int(decoding.get("beam_size", config.beam_size)),
     )
     decoding["repeat_penalty"] = result["repeat_penalty"]
-    decoding["repeatable_words"] = config.repeatable_words.split(",")
+    decoding["repeatable_words"] = config.repeatable_word_list
     scores = ", ".join(f"{k:g}: {v:.2f}" for k, v in result["dev_bleu4_repeat"].items())
     changes = [f"decoding: repeat penalty {result['repeat_penalty']:g} (dev BLEU-4 {scores})"]
     _record(manifest, changes)

@@ -47,13 +47,13 @@ def check_onnxruntime_version(version: str = ort.__version__) -> None:
 # Most words a caption may be asked for: Flickr8k's longest has 37, and a model that never
 # says <end> would otherwise decode for as long as it was allowed.
 MAX_LENGTH = 1000
+_INT, _NUMBER = (numbers.Integral, "an int"), (numbers.Real, "a number")
 _OPTION_TYPES = {
-    "beam_size": numbers.Integral,
-    "max_length": numbers.Integral,
-    "length_penalty": numbers.Real,
-    "repeat_penalty": numbers.Real,
+    "beam_size": _INT,
+    "max_length": _INT,
+    "length_penalty": _NUMBER,
+    "repeat_penalty": _NUMBER,
 }
-_TYPE_NAMES = {numbers.Integral: "an int", numbers.Real: "a number"}
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,10 @@ class DecodeOptions:
     repeat_penalty: float | None = None
 
     def __post_init__(self):
-        for name, kind in _OPTION_TYPES.items():
+        for name, (kind, described) in _OPTION_TYPES.items():
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-                raise TypeError(f"{name} must be {_TYPE_NAMES[kind]}, got {type(value).__name__}")
+                raise TypeError(f"{name} must be {described}, got {type(value).__name__}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.max_length is not None and not 1 <= self.max_length <= MAX_LENGTH:
