@@ -64,6 +64,11 @@ def dev_cider(candidates: list[str], references: list[list[str]]) -> float:
     return 100.0 * Cider().compute_score(gts, res)[0]
 
 
+def readable_rows(examples, failed: dict[str, str]) -> np.ndarray:
+    """Rows of the examples whose image was read: an unreadable one's features are zeros."""
+    return np.array([row for row, e in enumerate(examples) if e.image_id not in failed], np.int64)
+
+
 def _until_end(ids: np.ndarray, end_id: int) -> np.ndarray:
     """(N, T) sampled ids -> (N, T) float mask: every word up to and with the first end."""
     ended = np.cumsum(ids == end_id, axis=1)  # (N, T)
@@ -123,8 +128,7 @@ def scst(
     state_path = folder / "state.json"
     train_examples, train_features = train_set
     dev_examples, dev_features = dev_set
-    failed = set(train_features.failed)
-    images = np.array([i for i in range(len(train_examples)) if i not in failed])
+    images = readable_rows(train_examples, train_features.failed)
     reward = CiderD(_references(train_examples))
     train_array = np.asarray(train_features.features)
     dev_array = np.asarray(dev_features.features).astype(np.float32)

@@ -5,6 +5,7 @@ cross-entropy, then fine-tuned on its own captions (80 steps). They must earn mo
 import dataclasses
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +16,9 @@ skimage_data = pytest.importorskip("skimage.data")
 from gamelab_caption.vocabulary import Vocabulary  # noqa: E402
 from gamelab_export import pipeline  # noqa: E402
 from gamelab_export.config import load_config  # noqa: E402
+from gamelab_export.data import Example  # noqa: E402
 from gamelab_export.encoders import encoder_spec  # noqa: E402
-from gamelab_export.scst import _until_end  # noqa: E402
+from gamelab_export.scst import _until_end, readable_rows  # noqa: E402
 from gamelab_export.train import load_trained_decoder, scst_weights  # noqa: E402
 
 TOY_CAPTIONS = {
@@ -106,3 +108,10 @@ def test_only_the_words_up_to_the_first_end_are_rewarded():
     ids = np.array([[5, 6, end, 7, end], [5, 5, 5, 5, 5], [end, 4, 4, 4, 4]])
     expected = [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
     np.testing.assert_array_equal(_until_end(ids, end), expected)
+
+
+def test_an_unreadable_training_image_is_never_sampled():
+    # its features are zeros: a caption rewarded for zeros teaches nothing true
+    examples = [Example(name, Path(name), ("a dog",)) for name in ("a.jpg", "b.jpg", "c.jpg")]
+    rows = readable_rows(examples, {"b.jpg": "cannot identify image file"})
+    np.testing.assert_array_equal(rows, [0, 2])
