@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -98,6 +99,30 @@ def test_broken_bundle_is_a_one_line_usage_error(tmp_path, image_files, capsys):
 def test_usage_errors_exit_2(argv, capsys):
     assert main(argv) == 2
     assert "gamelab-caption" in capsys.readouterr().err
+
+
+def test_an_image_piped_to_standard_input_is_captioned(
+    tiny_bundle, image_files, capsys, monkeypatch
+):
+    # `cat photo.jpg | gamelab-caption - other.png`
+    red, blue = image_files["red"], str(image_files["blue"])
+    with open(red, "rb") as piped:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(piped))
+        assert main(["-", blue, "--model", str(tiny_bundle)]) == 0
+    assert _lines(capsys.readouterr().out) == ["-\tred ball", f"{blue}\tblue box"]
+
+
+def test_standard_input_is_read_once(tiny_bundle, capsys):
+    assert main(["-", "-", "--model", str(tiny_bundle)]) == 2
+    assert capsys.readouterr().err == (
+        "gamelab-caption: error: - (standard input) can be given once\n"
+    )
+
+
+def test_help_lists_the_other_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n  {command} " in out for command in ("search", "index", "serve", "batch"))
 
 
 def test_version_prints_the_package_version(capsys):

@@ -10,6 +10,7 @@ be (a chance: the games of one result sum to at most 1), never its exact value.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -273,7 +274,9 @@ def test_hnsw_backend_finds_what_exact_search_finds(index, captioner, tmp_path):
         ]
 
 
-def test_cli_builds_an_index_and_searches_it_as_json(tiny_bundle, catalog_dir, tmp_path, capsys):
+def test_cli_builds_an_index_and_searches_it_as_json(
+    tiny_bundle, catalog_dir, tmp_path, capsys, monkeypatch
+):
     output = tmp_path / "games.idx"
     catalogs = [str(catalog_dir / "snes" / "gamelist.xml"), str(catalog_dir / "games.csv")]
     model = ["--model", str(tiny_bundle)]
@@ -296,6 +299,12 @@ def test_cli_builds_an_index_and_searches_it_as_json(tiny_bundle, catalog_dir, t
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0] == f"{query}\tred ball"
     assert re.match(r"  1\. 0\.\d{3}  Red Quest \(USA\)  \[snes, id 1\]", lines[1])
+
+    with open(query, "rb") as piped:  # `... | gamelab-caption search - --index FILE`
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(piped))
+        assert main(["search", "-", "--index", str(output), "-k", "1", *model]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "-\tred ball" and "Red Quest (USA)" in lines[1]
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tiny_bundle, tmp_path, capsys):

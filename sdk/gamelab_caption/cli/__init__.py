@@ -12,8 +12,7 @@ import importlib
 import os
 import sys
 
-# argv[0] -> module whose main(rest of argv) returns the exit code
-SUBCOMMANDS = {"batch": "batch", "index": "index", "search": "search", "serve": "serve"}
+from .arguments import SUBCOMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
-        module = importlib.import_module(f".{SUBCOMMANDS[argv[0]]}", __name__)
+        module = importlib.import_module(f".{argv[0]}", __name__)
         return module.main(argv[1:])
     from .caption import main as caption
 

@@ -9,6 +9,15 @@ from ..bundle import DEFAULT_MODEL
 from ..captioner import MAX_LENGTH
 
 PROG = "gamelab-caption"
+# The verbs besides captioning (each a module of this package, main(argv) -> exit code), as
+# the caption command's --help lists them.
+SUBCOMMANDS = {
+    "search": "find the games that images show (needs an index)",
+    "index": "index build: index a game catalogue for search",
+    "serve": "run the HTTP API and upload page (the serve extra)",
+    "batch": "caption and embed many images on Ray (the ray extra)",
+}
+STDIN = "-"  # the image argument that reads the image's bytes from standard input
 
 
 def at_least(minimum: int, maximum: int | None = None):

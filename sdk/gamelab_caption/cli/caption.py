@@ -6,24 +6,30 @@ import argparse
 import json
 import math
 import os
+import sys
 
 from ..batch_inputs import IMAGE_SUFFIXES, folder_images
 from ..bundle import DEFAULT_MODEL, bundled_models
 from ..captioner import BATCH_SIZE, Captioner, CaptionResult
 from ..errors import BundleError
 from ..version import __version__
-from .arguments import PROG, caption_length, error, positive
+from .arguments import PROG, STDIN, SUBCOMMANDS, caption_length, error, positive
 
 
 def build_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {name:8s}{summary}" for name, summary in SUBCOMMANDS.items())
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Caption images with an ONNX model bundle."
+        prog=PROG,
+        description="Caption images with an ONNX model bundle.",
+        epilog=f"other commands ({PROG} COMMAND --help):\n{commands}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "images",
         nargs="*",
         metavar="IMAGE",
-        help="image files to caption, or folders: their images, subfolders included",
+        help="image files to caption, or folders: their images, subfolders included; "
+        f"{STDIN} reads one image from standard input",
     )
     parser.add_argument(
         "--model",
@@ -85,11 +91,13 @@ def main(argv: list[str]) -> int:
         for name in bundled_models():
             print(name)
         return 0
+    if args.images.count(STDIN) > 1:
+        return error(f"{STDIN} (standard input) can be given once")
     try:
         captioner = Captioner(args.model, threads=args.threads)
     except (BundleError, ValueError) as problem:
         return error(problem)
-    images, failed = [], False
+    images, failed = [], False  # the paths as given, STDIN for standard input's image
     for argument in args.images:
         if not os.path.isdir(argument):
             images.append(argument)
@@ -101,7 +109,8 @@ def main(argv: list[str]) -> int:
     # One caption_batch chunk at a time, so captions print as they are made.
     for start in range(0, len(images), BATCH_SIZE):
         paths = images[start : start + BATCH_SIZE]
-        results = captioner.caption_batch(paths, beam_size=args.beam, max_length=args.max_length)
+        inputs = [sys.stdin.buffer.read() if path == STDIN else path for path in paths]
+        results = captioner.caption_batch(inputs, beam_size=args.beam, max_length=args.max_length)
         for path, result in zip(paths, results, strict=True):
             if result.error is not None:
                 failed = True

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 
 from ..captioner import Captioner
 from ..errors import BundleError, ImageError
 from ..search import GameIndex
-from .arguments import error, model_parser, positive
+from .arguments import STDIN, error, model_parser, positive
 
 
 def main(argv: list[str]) -> int:
     """``gamelab-caption search IMAGE... --index FILE [--k 5] [--json]``, with captions."""
     parser = model_parser("search", "Find the games that images show, with their captions.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos to look up")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help=f"photos to look up; {STDIN} reads one from standard input",
+    )
     parser.add_argument("--index", required=True, help="index file from 'index build'")
     parser.add_argument("-k", "--k", type=positive, default=5, help="games per image (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
@@ -27,11 +33,14 @@ def main(argv: list[str]) -> int:
     except (ValueError, ImportError) as problem:
         hint = " (choose the bundle with --model)" if isinstance(problem, BundleError) else ""
         return error(f"{problem}{hint}")
+    if args.images.count(STDIN) > 1:
+        return error(f"{STDIN} (standard input) can be given once")
     failed = False
     for image in args.images:
+        source = sys.stdin.buffer.read() if image == STDIN else image
         try:
-            hits = index.search(image, k=args.k)
-            caption = captioner.caption(image).text
+            hits = index.search(source, k=args.k)
+            caption = captioner.caption(source).text
         except ImageError as problem:
             error(f"{image}: {problem}")
             failed = True
