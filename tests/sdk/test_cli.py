@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -117,6 +118,23 @@ def test_standard_input_is_read_once(tiny_bundle, capsys):
     assert capsys.readouterr().err == (
         "gamelab-caption: error: - (standard input) can be given once\n"
     )
+
+
+def test_standard_input_left_on_the_terminal_is_a_usage_error_not_a_wait(tiny_bundle):
+    # a pseudo-terminal as stdin, as when `gamelab-caption -` is typed with nothing piped
+    pty = pytest.importorskip("pty")
+    leader, follower = pty.openpty()
+    command = "import sys; from gamelab_caption.cli import main; sys.exit(main())"
+    done = subprocess.run(
+        [sys.executable, "-c", command, "-", "--model", str(tiny_bundle)],
+        stdin=follower,
+        capture_output=True,
+        timeout=120,
+    )
+    os.close(leader)
+    os.close(follower)
+    assert done.returncode == 2
+    assert b"none is piped" in done.stderr
 
 
 def test_help_lists_the_other_commands(capsys):

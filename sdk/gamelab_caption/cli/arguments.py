@@ -38,6 +38,18 @@ positive = at_least(1)
 caption_length = at_least(1, MAX_LENGTH)  # --max-length: DecodeOptions' range
 
 
+def stdin_problem(images: list[str]) -> str | None:
+    """Why the image arguments cannot read standard input (STDIN given twice, or given with
+    nothing piped in: it would wait on the terminal), or None."""
+    if STDIN not in images:
+        return None
+    if images.count(STDIN) > 1:
+        return f"{STDIN} (standard input) can be given once"
+    if sys.stdin is None or sys.stdin.isatty():
+        return f"{STDIN} reads an image piped to standard input, but none is piped"
+    return None
+
+
 def error(message: object, prog: str = PROG) -> int:
     """Print ``prog: error: message`` on one line to stderr; returns the usage exit code, 2."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)

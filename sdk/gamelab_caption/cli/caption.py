@@ -13,7 +13,15 @@ from ..bundle import DEFAULT_MODEL, bundled_models
 from ..captioner import BATCH_SIZE, Captioner, CaptionResult
 from ..errors import BundleError
 from ..version import __version__
-from .arguments import PROG, STDIN, SUBCOMMANDS, caption_length, error, positive
+from .arguments import (
+    PROG,
+    STDIN,
+    SUBCOMMANDS,
+    caption_length,
+    error,
+    positive,
+    stdin_problem,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +99,8 @@ def main(argv: list[str]) -> int:
         for name in bundled_models():
             print(name)
         return 0
-    if args.images.count(STDIN) > 1:
-        return error(f"{STDIN} (standard input) can be given once")
+    if problem := stdin_problem(args.images):
+        return error(problem)
     try:
         captioner = Captioner(args.model, threads=args.threads)
     except (BundleError, ValueError) as problem:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from ..captioner import Captioner
 from ..errors import BundleError, ImageError
 from ..search import GameIndex
-from .arguments import STDIN, error, model_parser, positive
+from .arguments import STDIN, error, model_parser, positive, stdin_problem
 
 
 def main(argv: list[str]) -> int:
@@ -33,8 +33,8 @@ def main(argv: list[str]) -> int:
     except (ValueError, ImportError) as problem:
         hint = " (choose the bundle with --model)" if isinstance(problem, BundleError) else ""
         return error(f"{problem}{hint}")
-    if args.images.count(STDIN) > 1:
-        return error(f"{STDIN} (standard input) can be given once")
+    if problem := stdin_problem(args.images):
+        return error(problem)
     failed = False
     for image in args.images:
         source = sys.stdin.buffer.read() if image == STDIN else image
