@@ -62,7 +62,7 @@ def entries(tmp_path_factory, draw_screen) -> list[CatalogEntry]:
 
 @pytest.fixture(scope="module")
 def index(captioner, entries) -> GameIndex:
-    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    pytest.importorskip("rapidocr", reason="the ocr extra is not installed")
     index = GameIndex.build(entries, captioner=captioner, progress=False, read_text=True)
     assert index.whitened and len(index.images) == SHOTS + 1
     assert TITLE in index.images[-1].text.upper().replace(" ", "")  # read at build

@@ -13,7 +13,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg
 NEVER = (
     "tensorflow",
     "rapidfuzz",
-    "rapidocr_onnxruntime",
+    "rapidocr",
     "cv2",
     "fastapi",
     "uvicorn",

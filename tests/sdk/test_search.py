@@ -570,7 +570,7 @@ def _letters(text: str) -> str:
 def test_title_screens_are_read_at_build_and_their_text_finds_the_game(
     captioner, tmp_path, draw_screen
 ):
-    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    pytest.importorskip("rapidocr", reason="the ocr extra is not installed")
     assert "title_screen" in search.READ_KINDS
     unread_kind = next(kind for kind in MEDIA_KINDS if kind not in search.READ_KINDS)
     titles = {"chaos": "SONIC CHAOS", "golvellius": "GOLVELLIUS"}
@@ -617,7 +617,7 @@ def _sonic_and_golvellius(captioner, tmp_path, chaos_colour, golvellius_colour) 
 def test_a_logo_the_plain_read_misses_is_read_again_in_its_brightest_channel(
     captioner, tmp_path, draw_banded_title
 ):
-    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    pytest.importorskip("rapidocr", reason="the ocr extra is not installed")
     index = _sonic_and_golvellius(captioner, tmp_path, (200, 60, 195), (60, 200, 90))
     query = draw_banded_title("SONIC CHAOS")
     assert not any("SONIC" in _letters(line.text) for line in index.read(query))
@@ -630,7 +630,7 @@ def test_a_logo_the_plain_read_misses_is_read_again_in_its_brightest_channel(
 def test_a_logo_no_read_finds_is_recognised_in_its_band_of_the_screen(
     captioner, tmp_path, draw_striped_title
 ):
-    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    pytest.importorskip("rapidocr", reason="the ocr extra is not installed")
     # Golvellius's cover looks a little more like the query: the text must decide
     index = _sonic_and_golvellius(captioner, tmp_path, (24, 20, 12), (24, 22, 12))
     query = draw_striped_title("SONIC CHAOS")

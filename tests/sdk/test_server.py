@@ -241,7 +241,7 @@ def test_search_returns_the_caption_and_the_best_games(search_client):
 def test_search_says_which_text_matched(tmp_path):
     """A title screen in the catalogue; the upload another screen of that title: the text
     read (OCR) and the name it matched come back as evidence, for the page to show."""
-    pytest.importorskip("rapidocr_onnxruntime", reason="reading text needs the ocr extra")
+    pytest.importorskip("rapidocr", reason="reading text needs the ocr extra")
     from PIL import ImageDraw, ImageFont
 
     from gamelab_caption import Captioner
