@@ -143,6 +143,16 @@ def test_help_lists_the_other_commands(capsys):
     assert all(f"\n  {command} " in out for command in ("search", "index", "serve", "batch"))
 
 
+@pytest.mark.parametrize("module", ["gamelab_caption", "gamelab_caption.cli"])
+def test_python_dash_m_runs_the_command(module):
+    # for when pip's scripts folder is not on PATH
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"gamelab-caption {__version__}"
+
+
 def test_version_prints_the_package_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"gamelab-caption {__version__}"
