@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,13 +95,24 @@ def _describe(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
+def _not_found_hint(text: str) -> str:
+    """What a path that names no file may have been meant as, for the error message."""
+    if re.match(r"[a-z][a-z0-9+.-]+://", text, re.IGNORECASE):  # not "C:/", a drive
+        return " (a URL: nothing is downloaded here; fetch it and pass its bytes)"
+    if text.startswith("~"):
+        return f" (~ is not expanded: {os.path.expanduser(text)!r} may be meant)"
+    return ""
+
+
 def _open(source: object) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
             raise ImageError(f"{_describe(source)} is a folder, not an image file")
         if not path.is_file():
-            raise ImageError(f"Image file not found: {_describe(source)}")
+            raise ImageError(
+                f"Image file not found: {_describe(source)}{_not_found_hint(os.fspath(source))}"
+            )
         return Image.open(path)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:

@@ -214,6 +214,23 @@ def test_missing_file_error_names_the_path(tmp_path):
     assert str(path) in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("source", "hint"),
+    [
+        ("https://example.com/cat.jpg", "a URL: nothing is downloaded here"),
+        ("~/no-such-photo.jpg", "~ is not expanded"),
+        ("C:/no-such-photo.jpg", None),  # a Windows drive, not a URL
+    ],
+)
+def test_a_missing_file_that_looks_like_a_url_or_home_path_says_so(source, hint):
+    with pytest.raises(ImageError, match="Image file not found") as error:
+        load_image(source)
+    if hint is None:
+        assert "(" not in str(error.value)
+    else:
+        assert hint in str(error.value)
+
+
 def test_a_folder_is_named_as_a_folder_not_a_missing_file(tmp_path):
     with pytest.raises(ImageError, match="is a folder, not an image file") as error:
         load_image(tmp_path)
