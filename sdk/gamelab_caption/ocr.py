@@ -3,7 +3,8 @@
 PP-OCRv4's text detector and recogniser, as the ``rapidocr`` 2.1 wheel ships them (Apache-2.0),
 on ONNX Runtime: the models' paths are given, so nothing downloads. (``rapidocr-onnxruntime``
 1.4, the same model files, refuses Python 3.13; ``rapidocr`` 3 ships PP-OCRv6 models twice
-the size, not measured here yet.) It needs OpenCV, so it lives in the ``ocr`` extra (which
+the size: in this reader's place they named 101 of 150 title screens by text against 113, at
+a p50 of 230 against 152 ms.) It needs OpenCV, so it lives in the ``ocr`` extra (which
 ``serve`` includes); the light runtime never imports it.
 
 Speed is the constraint (a search answers in ~200 ms on 2 cores): the detector runs on the
