@@ -182,14 +182,12 @@ class TextReader:
             boxes = detected.boxes
             if boxes is None or len(boxes) == 0:
                 return []
-            heights = [_height(box) for box in boxes]
-            tallest = tallest_boxes(boxes, self.max_lines)
-            chosen = dataclasses.replace(detected, boxes=[boxes[i] for i in tallest])
-            crops = engine.get_crop_img_list(pixels, chosen)
+            chosen = [boxes[i] for i in tallest_boxes(boxes, self.max_lines)]
+            crops = engine.get_crop_img_list(pixels, dataclasses.replace(detected, boxes=chosen))
             reads = [self._recognise(crop) for crop in crops]
         lines = [
-            TextLine(text.strip(), float(confidence), float(heights[i]) / pixels.shape[0])
-            for i, (text, confidence) in zip(tallest, reads, strict=True)
+            TextLine(text.strip(), float(confidence), _height(box) / pixels.shape[0])
+            for box, (text, confidence) in zip(chosen, reads, strict=True)
         ]
         return [line for line in lines if line.text and line.confidence >= MIN_CONFIDENCE]
 

@@ -50,6 +50,12 @@ def stdin_problem(images: list[str]) -> str | None:
     return None
 
 
+def image_source(argument: str) -> str | bytes:
+    """What an image argument names: a path, or for STDIN the bytes piped in (read once:
+    ``stdin_problem`` allows STDIN once)."""
+    return sys.stdin.buffer.read() if argument == STDIN else argument
+
+
 def error(message: object, prog: str = PROG) -> int:
     """Print ``prog: error: message`` on one line to stderr; returns the usage exit code, 2."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)

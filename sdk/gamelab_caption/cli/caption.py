@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import os
-import sys
 
 from ..batch_inputs import IMAGE_SUFFIXES, folder_images
 from ..bundle import DEFAULT_MODEL, bundled_models
@@ -19,6 +18,7 @@ from .arguments import (
     SUBCOMMANDS,
     caption_length,
     error,
+    image_source,
     positive,
     stdin_problem,
 )
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
     # One caption_batch chunk at a time, so captions print as they are made.
     for start in range(0, len(images), BATCH_SIZE):
         paths = images[start : start + BATCH_SIZE]
-        inputs = [sys.stdin.buffer.read() if path == STDIN else path for path in paths]
+        inputs = [image_source(path) for path in paths]
         results = captioner.caption_batch(inputs, beam_size=args.beam, max_length=args.max_length)
         for path, result in zip(paths, results, strict=True):
             if result.error is not None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 
 from ..captioner import Captioner
 from ..errors import BundleError, ImageError
 from ..search import GameIndex
-from .arguments import STDIN, error, model_parser, positive, stdin_problem
+from .arguments import STDIN, error, image_source, model_parser, positive, stdin_problem
 
 
 def main(argv: list[str]) -> int:
@@ -37,7 +36,7 @@ def main(argv: list[str]) -> int:
         return error(problem)
     failed = False
     for image in args.images:
-        source = sys.stdin.buffer.read() if image == STDIN else image
+        source = image_source(image)
         try:
             hits = index.search(source, k=args.k)
             caption = captioner.caption(source).text
