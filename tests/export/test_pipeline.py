@@ -302,19 +302,57 @@ def test_quantised_decoder_steps_stay_close_to_fp32(run, coco_file, tmp_path, we
     )
 
 
-def test_int4_decoder_captions_do_not_depend_on_the_batch(run, coco_file, tmp_path):
+def _alongside(inputs, row, mates):
+    """The step's inputs with ``row`` first, then the rows ``mates``."""
+    order = [row, *mates]
+    return {name: value[order] for name, value in inputs.items()}
+
+
+def test_int4_decoder_rows_do_not_depend_on_their_batch_mates(run, coco_file, tmp_path):
+    # MatMulNBits (accuracy level 4) scales each row's INT8 activations by that row alone, so a
+    # row's output cannot depend on what else is in the batch. Dynamic INT8's batch-wide scale
+    # does: it fails this (0.059 apart on this fixture). Same batch size in both runs, so ONNX
+    # Runtime picks the same kernels and only the batch's contents differ.
     target = quantize_decoder(
         run.run_dir / "onnx" / "decoder_step.onnx", tmp_path / "int4.onnx", "int4"
     )
     session = ort.InferenceSession(str(target))
     inputs = _step_inputs(run, coco_file)
-    together = session.run(None, inputs)
-    for row in range(len(inputs["token"])):
-        alone = session.run(None, {name: value[row : row + 1] for name, value in inputs.items()})
-        for batched, single in zip(together, alone, strict=True):
-            # Per-row activation scales: float rounding only (up to 1.3e-5 seen on a CPU
-            # without VNNI); a batch-wide scale, as in dynamic INT8, moves them far more.
-            np.testing.assert_allclose(batched[row : row + 1], single, atol=1e-4)
+    inputs["hidden"] = np.concatenate([inputs["hidden"], 4 * inputs["hidden"]])  # wider ranges
+    for name in ("token", "memory", "keys"):
+        inputs[name] = np.concatenate([inputs[name], inputs[name]])
+    rows = len(inputs["token"]) // 2
+    for row in range(rows):
+        others = [other for other in range(rows) if other != row]
+        with_plain = session.run(None, _alongside(inputs, row, others))
+        with_wide = session.run(None, _alongside(inputs, row, [rows + other for other in others]))
+        for plain, wide in zip(with_plain, with_wide, strict=True):
+            np.testing.assert_allclose(plain[0], wide[0], atol=1e-5)
+
+
+def test_int4_decoder_gives_one_row_alone_what_it_gives_it_in_a_batch(run, coco_file, tmp_path):
+    target = quantize_decoder(
+        run.run_dir / "onnx" / "decoder_step.onnx", tmp_path / "int4.onnx", "int4"
+    )
+    session = ort.InferenceSession(str(target))
+    inputs = _step_inputs(run, coco_file)
+    together = session.run(["log_probs"], inputs)[0]
+    alone = np.concatenate(
+        [
+            session.run(
+                ["log_probs"], {name: value[row : row + 1] for name, value in inputs.items()}
+            )[0]
+            for row in range(len(together))
+        ]
+    )
+    # A different batch size may take other float kernels (bit-equal on some CPUs, not on one
+    # of the CI's), and a float difference of 1e-5 can round an INT8 activation the other way:
+    # up to 4.2e-3 seen there. The next word stays wherever it is decided.
+    np.testing.assert_allclose(together, alone, atol=0.02)
+    top_two = np.sort(together, axis=1)[:, -2:]
+    decided = top_two[:, 1] - top_two[:, 0] > 0.05
+    assert decided.any()
+    np.testing.assert_array_equal(together.argmax(axis=1)[decided], alone.argmax(axis=1)[decided])
 
 
 def test_int4_decoder_is_smaller_than_int8(run, tmp_path):
