@@ -588,7 +588,7 @@ class GameIndex:
         """Whether the lines read match some game's name or text (at least MIN_SCORE)."""
         titles = self._titles()
         read = titles.clean(lines)
-        return bool(read and titles.match(read, 1))
+        return bool(read and titles.match(read, 1, lines=lines))
 
     def _query_look(self, views: np.ndarray) -> str:
         """The media kind a query (V, D) looks like: that of at least LOOK_SHARE of its
@@ -626,7 +626,7 @@ class GameIndex:
         if look is None:
             look = self._query_look(views) if read else ""
         text_floor = GAMEPLAY_MIN_TEXT if look == "screenshot" else MIN_SCORE
-        matches = titles.match(read, TEXT_CANDIDATES, text_floor) if read else {}
+        matches = titles.match(read, TEXT_CANDIDATES, text_floor, lines=lines) if read else {}
         sure_gap = TITLE_SURE_GAP if look == "title_screen" else SURE_GAP
         games = list(dict.fromkeys(self._visual_candidates(query, k) + list(matches)))
         rows = np.concatenate([self._game_members[game] for game in games])  # (R,)

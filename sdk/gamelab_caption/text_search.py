@@ -190,7 +190,8 @@ class TitleMatcher:
     count as read ("out" and "run" in "OUTRUN"); a differing sequel number costs
     SEQUEL_MISMATCH (a read made in a game's image without a number has its game's name's);
     function words ("the", "and") weigh nothing; keys shorter than SHORT_KEY letters are
-    scaled down, as they appear in any read by chance. READ_WEIGHT of a score is how much of
+    scaled down, as they appear in any read by chance, unless a line read is a game's whole
+    name and nothing else ("ALF" over its copyright lines). READ_WEIGHT of a score is how much of
     the read the key explains, so that of two names a read covers, the one that accounts for
     more of it wins.
     Names with a subtitle are also known by their main title ("Phantasy Star III") and, when
@@ -292,6 +293,12 @@ class TitleMatcher:
             longest = np.array([max(map(len, key.split())) for key in self._keys])  # (K,)
             vocabulary = list(self._words)
             words_only = np.array(self._words_only, bool)  # (K,)
+            whole_names: dict[str, list[int]] = {}  # a name's letters -> its keys
+            for position, (key, shown, source) in enumerate(
+                zip(joined, self._shown, self._sources, strict=True)
+            ):
+                if source == "name" and title_key(shown).replace(" ", "") == key:
+                    whole_names.setdefault(key, []).append(position)
             self._arrays = (
                 words,
                 lengths,
@@ -302,16 +309,26 @@ class TitleMatcher:
                 longest,
                 vocabulary,
                 words_only,
+                whole_names,
             )
         return self._arrays
 
-    def _scores(self, read: str) -> np.ndarray:
-        """(K,) similarity of every key to a cleaned read."""
+    def _scores(self, read: str, lines: Iterable[str] = ()) -> np.ndarray:
+        """(K,) similarity of every key to a cleaned read, made of the raw ``lines``."""
         from rapidfuzz import fuzz, process
 
-        (words, lengths, starts, totals, numbers, joined, longest, vocabulary, words_only) = (
-            self._prepare()
-        )
+        (
+            words,
+            lengths,
+            starts,
+            totals,
+            numbers,
+            joined,
+            longest,
+            vocabulary,
+            words_only,
+            whole_names,
+        ) = self._prepare()
         read_words = read.split()
         read_letters = np.array([len(word) for word in read_words], np.float64)  # (R,)
         ratios = process.cdist(vocabulary, read_words, scorer=fuzz.ratio)  # (W, R)
@@ -343,7 +360,10 @@ class TitleMatcher:
         # a few letters read ("sera", a misread SEGA) say little about which game it is
         letters = len(read.replace(" ", ""))
         informative = min(1.0, letters / SHORT_READ)
-        return scores * np.array(sequel) * np.minimum(1.0, totals / SHORT_KEY) * informative
+        short = np.minimum(1.0, totals / SHORT_KEY)
+        for line in lines:  # a short name alone on its line is not there by chance
+            short[whole_names.get(self.clean([line]).replace(" ", ""), [])] = 1.0
+        return scores * np.array(sequel) * short * informative
 
     def _inside(self, read_words: list[str]) -> np.ndarray:
         """(W, R) whether each known word is spelt inside a read word that runs words together:
@@ -358,16 +378,25 @@ class TitleMatcher:
         return inside
 
     def match(
-        self, read: str, limit: int = 50, min_score: float = MIN_SCORE
+        self,
+        read: str,
+        limit: int = 50,
+        min_score: float = MIN_SCORE,
+        *,
+        lines: Iterable[str] = (),
     ) -> dict[int, TextMatch]:
         """The best match per game for a cleaned read, for up to ``limit`` games.
+
+        Args:
+            read: ``clean(lines)``.
+            lines: the lines read, when known: a short name read alone on one counts whole.
 
         Returns:
             game number -> TextMatch, only matches scoring at least ``min_score``, best first.
         """
         if len(read.replace(" ", "")) < MIN_READ_CHARS or not self._keys:
             return {}
-        scores = self._scores(read)
+        scores = self._scores(read, lines)
         best: dict[int, TextMatch] = {}
         for position in np.argsort(-scores, kind="stable"):
             score = float(scores[position])

@@ -328,3 +328,23 @@ def test_a_names_words_read_inside_one_run_together_word_count_as_read():
     matcher = _matcher_of("Out Run (World)", "Battle Out Run (Europe)")
     assert _best_game(matcher, ["BATTLE", "OUTRUN", "SIARI"]) == 1
     assert _best_game(matcher, ["OUTRUN", "PRESS START"]) == 0
+
+
+def test_a_short_name_read_alone_on_its_line_counts_whole():
+    # Alf's title screen, as read: its name alone, over copyright lines that hold "Alien"
+    matcher = _matcher_of("Alf (USA)", "Alien 3 (Europe)")
+    lines = ["ALF", "@19895EGA", "TM and @ 19s9Alien productions"]
+    read = matcher.clean(lines)
+    assert 0 not in matcher.match(read)  # three letters anywhere in a read: maybe chance
+    matches = matcher.match(read, lines=lines)
+    assert max(matches, key=lambda game: matches[game].score) == 0
+    assert matches[0].score > 0.8
+
+
+def test_only_a_whole_name_alone_on_a_line_counts_whole():
+    # "RAMBO" is the main title of a longer name: alone it may be another Rambo game
+    matcher = _matcher_of("Rambo - First Blood Part II (USA)")
+    lines = ["RAMBO", "PUSH START BUTTON"]
+    read = matcher.clean(lines)
+    with_lines = matcher.match(read, min_score=0.0, lines=lines)[0].score
+    assert with_lines == matcher.match(read, min_score=0.0)[0].score < MIN_SCORE
