@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -177,6 +178,21 @@ def similarity(read: str, text: str) -> float:
     return float(matcher._scores(read)[0]) if len(matcher) else 0.0
 
 
+class _KeyArrays(NamedTuple):
+    """The keys of a TitleMatcher as arrays, for scoring reads against all of them at once."""
+
+    words: np.ndarray  # every key's word numbers, key after key
+    lengths: np.ndarray  # their letters that count (function words: 0)
+    starts: np.ndarray  # (K,) where each key's words start
+    totals: np.ndarray  # (K,) letters of each key that count
+    numbers: list[frozenset[str]]  # (K,) sequel numbers each key is compared by
+    joined: list[str]  # (K,) each key without spaces
+    longest: np.ndarray  # (K,) letters of each key's longest word
+    vocabulary: list[str]  # every word of every key, by number
+    words_only: np.ndarray  # (K,) compared word by word, never as joined letters
+    whole_names: dict[str, list[int]]  # a game's whole name without spaces -> its keys
+
+
 class TitleMatcher:
     """Each game's texts, searched by the text read in a query.
 
@@ -299,7 +315,7 @@ class TitleMatcher:
             ):
                 if source == "name" and title_key(shown).replace(" ", "") == key:
                     whole_names.setdefault(key, []).append(position)
-            self._arrays = (
+            self._arrays = _KeyArrays(
                 words,
                 lengths,
                 starts,
@@ -317,18 +333,9 @@ class TitleMatcher:
         """(K,) similarity of every key to a cleaned read, made of the raw ``lines``."""
         from rapidfuzz import fuzz, process
 
-        (
-            words,
-            lengths,
-            starts,
-            totals,
-            numbers,
-            joined,
-            longest,
-            vocabulary,
-            words_only,
-            whole_names,
-        ) = self._prepare()
+        keys = self._prepare()
+        words, lengths, starts, totals = keys.words, keys.lengths, keys.starts, keys.totals
+        joined, longest, vocabulary = keys.joined, keys.longest, keys.vocabulary
         read_words = read.split()
         read_letters = np.array([len(word) for word in read_words], np.float64)  # (R,)
         ratios = process.cdist(vocabulary, read_words, scorer=fuzz.ratio)  # (W, R)
@@ -337,13 +344,13 @@ class TitleMatcher:
         credit = np.where(best >= WORD_MATCH, best, 0.0)[words] * lengths
         covered = np.add.reduceat(credit, starts) / totals  # (K,)
         together = process.cdist([read.replace(" ", "")], joined, scorer=fuzz.ratio)[0] / 100
-        together[words_only] = 0.0
+        together[keys.words_only] = 0.0
         # one read word spelling a key of several words without their spaces
         per_word = process.cdist(read_words, joined, scorer=fuzz.ratio) / 100  # (R, K)
         nearest = per_word.argmax(axis=0)  # (K,) the read word nearest each key
         run_together = read_letters[nearest] >= longest + RUN_TOGETHER  # (K,)
         word_together = np.where(run_together, per_word.max(axis=0), 0.0)
-        word_together[(word_together < WORD_TOGETHER) | words_only] = 0.0
+        word_together[(word_together < WORD_TOGETHER) | keys.words_only] = 0.0
         scores = np.maximum(np.maximum(covered, together), word_together)  # (K,)
         # and how much of the read each key explains: a read of "ASTERIX GREAT RESCUE" covers
         # "Asterix" whole, but "Asterix and the Great Rescue" explains more of it
@@ -355,14 +362,14 @@ class TitleMatcher:
         read_numbers = _numbers(read)
         sequel = [
             SEQUEL_MISMATCH if n != read_numbers and (n - {"1"} or read_numbers - {"1"}) else 1.0
-            for n in numbers
+            for n in keys.numbers
         ]
         # a few letters read ("sera", a misread SEGA) say little about which game it is
         letters = len(read.replace(" ", ""))
         informative = min(1.0, letters / SHORT_READ)
         short = np.minimum(1.0, totals / SHORT_KEY)
         for line in lines:  # a short name alone on its line is not there by chance
-            short[whole_names.get(self.clean([line]).replace(" ", ""), [])] = 1.0
+            short[keys.whole_names.get(self.clean([line]).replace(" ", ""), [])] = 1.0
         return scores * np.array(sequel) * short * informative
 
     def _inside(self, read_words: list[str]) -> np.ndarray:
