@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .japanese import romanise
 from .titles import title_key
 
 # Words of title screens and boxes that name no game.
@@ -125,8 +126,12 @@ def clean_read(texts: Iterable[str], vocabulary: Collection[str] = ()) -> str:
             or alone on its line ("2", "III") when another line holds the title. A line
             that is a genre banner ("ACTION") is dropped whole, unless its words are names'
             words and another line names a game too ("SHOOTING" over "GALLERY").
+            Japanese words are read in romaji too (``japanese.romanise``: 孔雀王 is also a
+            line "kujaku ou"), when the ``ocr`` extra's dictionary is installed.
     """
     texts = list(texts)
+    # Japanese words as the romaji catalogues name the games in, each a line of its own
+    texts += [romaji for romaji in map(romanise, texts) if romaji]
     lines = [title_key(text).split() for text in texts]
     dropped_lines = [[_is_boilerplate(word, vocabulary) for word in words] for words in lines]
     naming_lines = [
@@ -266,6 +271,10 @@ class TitleMatcher:
             unhyphenated = _HYPHEN.sub("", variant)
             if unhyphenated != variant:
                 self._add_key(game, title_key(unhyphenated), text, source, numbers)
+        romaji = title_key(romanise(text))  # a name in Japanese script, as a Japanese
+        if romaji:  # catalogue writes it, is also known as its reads are romanised
+            self._vocabulary.update(romaji.split())
+            self._add_key(game, romaji, text, source, numbers)
 
     def _add_key(
         self,

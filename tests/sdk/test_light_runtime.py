@@ -15,6 +15,8 @@ NEVER = (
     "rapidfuzz",
     "rapidocr",
     "cv2",
+    "sudachipy",
+    "jaconv",
     "fastapi",
     "uvicorn",
     "tqdm",
