@@ -84,3 +84,23 @@ def test_the_reader_reads_a_japanese_box_into_its_games_name():
     for game, name in enumerate(("SpellCaster (USA, Europe)", "Kujaku Ou (Japan)")):
         matcher.add(game, name)
     assert _best(matcher, lines) == 1
+
+
+@pytest.mark.skipif(not BOXES.is_dir(), reason=f"libretro box art not found at {BOXES}")
+def test_lines_read_as_japanese_are_read_again_by_ppocrv5_and_latin_ones_are_not():
+    pytest.importorskip("rapidocr", reason="OCR needs rapidocr (the ocr extra)")
+    from gamelab_caption.ocr import TextReader
+
+    reader = TextReader()
+    assert reader._japanese_recogniser is not None  # the ocr extra ships PP-OCRv5
+    box = BOXES / "Kenseiden (Japan).jpg"
+    lines = [line.text for line in reader.read(box)]
+    assert "剣聖伝" in lines  # PP-OCRv4 alone reads 刘聖位, a look-alike that names nothing
+    matcher = TitleMatcher()
+    for game, name in enumerate(("Kenseiden (Japan)", "Kung Fu Kid", "Ken no Hayashi")):
+        matcher.add(game, name)
+    assert _best(matcher, lines) == 0
+    latin = BOXES.parent / "Named_Titles" / "Alf (USA).png"
+    v4_only = TextReader()
+    v4_only._japanese_recogniser = None
+    assert [line.text for line in reader.read(latin)] == [line.text for line in v4_only.read(latin)]
