@@ -125,7 +125,8 @@ class GameHit:
     Attributes:
         game_id: the catalogue id (or the derived one, see catalog.py); regional releases
             sharing it are one game.
-        name: the name of the best-matching release.
+        name: the name of the best-matching release: the one whose name the text read
+            matched, else the one of ``image``.
         score: the confidence 0..1 that this is the game, image and text evidence fused.
         platform: the release's system, e.g. "snes"; None if the catalogue has none.
         image: the catalogue image of the game that looked most like the query.
@@ -697,6 +698,8 @@ class GameIndex:
     ) -> GameHit:
         image = self._images[row]
         entry = self._entries[image.entry]
+        if match is not None and match.source == "name":  # the release the text names
+            entry = self._release_named(game, match.matched) or entry
         evidence = [Evidence("image", similarity, image.kind, image=image.path)]
         if match is not None:
             evidence.append(
@@ -711,6 +714,14 @@ class GameIndex:
             metadata=dict(entry.metadata),
             evidence=tuple(evidence),
         )
+
+    def _release_named(self, game: int, name: str) -> CatalogEntry | None:
+        """The release of game number ``game`` called ``name`` (or whose ROM is), if any."""
+        for entry in dict.fromkeys(self._images[row].entry for row in self._game_members[game]):
+            release = self._entries[entry]
+            if name in (release.name, release.rom and rom_stem(release.rom)):
+                return release
+        return None
 
     def save(self, path: str | os.PathLike):
         """Write the index to one file: a NumPy .npz of arrays and JSON, without pickle.

@@ -641,3 +641,26 @@ def test_a_logo_no_read_finds_is_recognised_in_its_band_of_the_screen(
     assert best.game_id == "chaos"
     (text_evidence,) = [item for item in best.evidence if item.source == "text"]
     assert text_evidence.read == "sonic chaos"
+
+
+def test_a_hit_names_the_release_whose_name_was_read(shipped_captioner, tmp_path):
+    pytest.importorskip("rapidfuzz", reason="text matching needs rapidfuzz (the ocr extra)")
+    rng = np.random.default_rng(3)
+    paths = []
+    for number in range(4):
+        path = tmp_path / f"cover{number}.png"
+        Image.fromarray(rng.integers(0, 256, (56, 40, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    releases = [  # one game in two regions, named differently, and two other games
+        CatalogEntry("7", "Hwarang Ui Geom (Korea)", (paths[0],), metadata={"region": "ko"}),
+        CatalogEntry("7", "Kenseiden (Japan)", (paths[1],), metadata={"region": "jp"}),
+        CatalogEntry("8", "Kung Fu Kid", (paths[2],)),
+        CatalogEntry("9", "Ken no Hayashi", (paths[3],)),
+    ]
+    index = _build(releases, shipped_captioner)
+    views = index.embed(paths[0])  # the Korean release's cover
+    (seen,) = index.search_embedding(views, k=1)
+    assert (seen.game_id, seen.name, seen.image) == ("7", "Hwarang Ui Geom (Korea)", paths[0])
+    (read,) = index.search_embedding(views, k=1, text=["KENSEIDEN", "PUSH START BUTTON"])
+    assert (read.game_id, read.name, read.metadata) == ("7", "Kenseiden (Japan)", {"region": "jp"})
+    assert read.image == paths[0]  # still the image that looked most like the query
