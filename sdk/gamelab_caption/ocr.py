@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib.util
 import logging
 import math
@@ -182,15 +183,6 @@ class TextReader:
                 "EngineConfig.onnxruntime.intra_op_num_threads": -1 if threads is None else threads,
             }
         )
-        self._japanese_recogniser = None  # PP-OCRv5's, for lines read as Japanese
-        v5 = _ppocrv5_models()
-        if v5 is not None:
-            from rapidocr.ch_ppocr_rec import TextRecognizer
-
-            config = copy.deepcopy(self._engine.config.Rec)
-            config.model_path = str(v5 / "rec" / "rec.onnx")
-            config.rec_keys_path = str(v5 / "ppocrv5_dict.txt")
-            self._japanese_recogniser = TextRecognizer(config)
         # RapidOCR's detector keeps per-call state in its pre/post-processing objects.
         self._lock = threading.Lock()
 
@@ -255,10 +247,25 @@ class TextReader:
                 read.setdefault(line.text, line)
         return list(read.values())
 
+    @functools.cached_property
+    def _japanese_recogniser(self):
+        """PP-OCRv5's recogniser (a rapidocr TextRecognizer), None without its wheel. Made for
+        the first line read as Japanese: loading it takes ~100 ms, two thirds of a reader's."""
+        v5 = _ppocrv5_models()
+        if v5 is None:
+            return None
+        from rapidocr.ch_ppocr_rec import TextRecognizer
+
+        config = copy.deepcopy(self._engine.config.Rec)
+        config.model_path = str(v5 / "rec" / "rec.onnx")
+        config.rec_keys_path = str(v5 / "ppocrv5_dict.txt")
+        return TextRecognizer(config)
+
     def _recognise_line(self, crop: np.ndarray) -> tuple[str, float]:
-        """``_recognise``, again by PP-OCRv5 when PP-OCRv4 read Japanese (and v5 is here)."""
+        """``_recognise``, again by PP-OCRv5 when PP-OCRv4 read Japanese (and v5 is here).
+        Called under ``_lock``, which also guards making the v5 recogniser."""
         read = self._recognise(crop)
-        if self._japanese_recogniser is not None and has_japanese(read[0]):
+        if has_japanese(read[0]) and self._japanese_recogniser is not None:
             return self._recognise(crop, self._japanese_recogniser)
         return read
 
@@ -267,7 +274,8 @@ class TextReader:
         ``recogniser`` (a rapidocr TextRecognizer; PP-OCRv4's by default)."""
         import cv2  # comes with rapidocr
 
-        recogniser = recogniser or self._engine.text_rec
+        if recogniser is None:
+            recogniser = self._engine.text_rec
         height, width = crop.shape[:2]
         # the line's own width, in steps of 8 (the recogniser downsamples width by 8)
         size = max(32, math.ceil(_LINE_HEIGHT * width / max(height, 1) / 8) * 8)

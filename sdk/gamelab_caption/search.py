@@ -657,11 +657,11 @@ class GameIndex:
         with self._lazy_lock:
             if self._matcher is None:
                 matcher = TitleMatcher()
-                for game, rows in enumerate(self._game_members):
-                    for entry in dict.fromkeys(self._images[row].entry for row in rows):
-                        matcher.add(game, self._entries[entry].name, "name")
-                        if self._entries[entry].rom:
-                            matcher.add(game, rom_stem(self._entries[entry].rom), "name")
+                for game in range(len(self._game_members)):
+                    for release in self._releases(game):
+                        matcher.add(game, release.name, "name")
+                        if release.rom:
+                            matcher.add(game, rom_stem(release.rom), "name")
                 for game, rows in enumerate(self._game_members):  # reads after every name:
                     for row in rows:  # their cleaning keeps the words names use
                         if self._images[row].text:
@@ -715,10 +715,14 @@ class GameIndex:
             evidence=tuple(evidence),
         )
 
+    def _releases(self, game: int) -> list[CatalogEntry]:
+        """The catalogue entries of game number ``game``, in index order."""
+        entries = dict.fromkeys(self._images[row].entry for row in self._game_members[game])
+        return [self._entries[entry] for entry in entries]
+
     def _release_named(self, game: int, name: str) -> CatalogEntry | None:
         """The release of game number ``game`` called ``name`` (or whose ROM is), if any."""
-        for entry in dict.fromkeys(self._images[row].entry for row in self._game_members[game]):
-            release = self._entries[entry]
+        for release in self._releases(game):
             if name in (release.name, release.rom and rom_stem(release.rom)):
                 return release
         return None
