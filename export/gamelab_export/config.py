@@ -66,6 +66,9 @@ class TrainConfig:
     repeat_penalty: float = 0.0
     tune_repeat_penalties: str = "0,0.5,1,1.5,2,3"  # tried on dev by `tune`, after the length
     repeatable_words: str = ",".join(REPEATABLE_WORDS)  # spared by the repeat penalty
+    # ImageNet head probability at which the SDK renames a caption's animal (animals.py);
+    # chosen on the training photos' captions (see the model card); None: no head in bundles
+    animal_threshold: float | None = 0.8
     calibration_images: int = 200  # training images for static INT8 calibration (>= 100)
     int8_format: str = "qoperator"  # or "qdq"; QOperator measured faster on this encoder
     decoder_weights: str = "int4"  # 4-bit MatMul weights, or "int8" (dynamic); see quantize.py
@@ -85,6 +88,8 @@ class TrainConfig:
                 "scst_epochs must be >= 0 and scst_samples, scst_batch_size >= 1, got "
                 f"{self.scst_epochs}, {self.scst_samples}, {self.scst_batch_size}"
             )
+        if self.animal_threshold is not None and not 0 < self.animal_threshold <= 1:
+            raise ValueError(f"animal_threshold must be in (0, 1], got {self.animal_threshold}")
         if self.distill_captions < 1:
             raise ValueError(f"distill_captions must be >= 1, got {self.distill_captions}")
         if self.scst_baseline not in ("mean", "greedy"):

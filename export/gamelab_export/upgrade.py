@@ -6,7 +6,10 @@ that needs neither retraining nor the float weights: the same model, computed fa
   (``graph_cleanup.simplify``, checked on random inputs);
 - 4-bit MatMul weights narrower than ``NBITS_MIN_COLUMNS`` (the attention score, 512 -> 1)
   become float again, as ``quantize_decoder`` now keeps them: the 4-bit values themselves,
-  dequantised, so only the kernel's on-the-fly INT8 activations go.
+  dequantised, so only the kernel's on-the-fly INT8 activations go;
+- an EfficientNet-Lite encoder gets its ImageNet head (``class_head``; the other outputs
+  bit-identical) and the manifest the config's ``animal_threshold``: the SDK names the
+  animal the head sees (``gamelab_caption.animals``).
 
 With ``--tune-repeat-penalty`` (the dev split its config names, once): the beam search's repeat
 penalty, chosen on dev as ``tune`` chooses it, at the bundle's length penalty.
@@ -24,9 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from gamelab_caption.bundle import DECODER_INIT, DECODER_STEP, ENCODER, load_bundle, write_manifest
+from gamelab_caption.bundle import (
+    CLASSES,
+    DECODER_INIT,
+    DECODER_STEP,
+    ENCODER,
+    load_bundle,
+    write_manifest,
+)
 from gamelab_caption.version import __version__
 
+from .class_head import add_class_head, has_class_head, imagenet_head
+from .config import TrainConfig
 from .graph_cleanup import simplify
 from .onnx_graph import node_attributes
 from .quantize import NBITS_MIN_COLUMNS, QUANTIZATION
@@ -57,6 +69,7 @@ def upgrade_bundle(folder: str | Path) -> list[str]:
         manifest["encoder"]["image"]["dtype"] = "uint8"
         manifest["encoder"]["same_outputs_as"] = bundle.encoder_id
         changes.append("encoder takes uint8 pixels (raw_pixels, outputs bit-identical)")
+    changes += _add_class_head(bundle, manifest)
     for graph in (DECODER_INIT, DECODER_STEP):
         path = bundle.graph_path(graph)
         model = onnx.load(str(path))
@@ -74,6 +87,24 @@ def upgrade_bundle(folder: str | Path) -> list[str]:
     return changes
 
 
+def _add_class_head(bundle, manifest: dict) -> list[str]:
+    """Give the encoder its ImageNet head and the manifest an animal threshold (editing
+    ``manifest``), where the encoder has such a head and the graph lacks it."""
+    config = TrainConfig.from_saved(bundle.manifest["config"])
+    head = imagenet_head(config.encoder, config.encoder_weights)
+    path = bundle.graph_path(ENCODER)
+    if head is None or config.animal_threshold is None or has_class_head(path):
+        return []
+    add_class_head(path, *head, bits=4)
+    manifest["encoder"]["classes"] = CLASSES
+    manifest["encoder"]["same_outputs_as"] = bundle.encoder_id
+    manifest["decoding"]["animal_threshold"] = config.animal_threshold
+    return [
+        "encoder: ImageNet head added (output 'classes', 4-bit weights; features and "
+        f"embedding bit-identical); animals named at probability {config.animal_threshold:g}"
+    ]
+
+
 def tune_repeat_penalty(folder: str | Path) -> list[str]:
     """Give a bundle made before the repeat penalty one, chosen on the dev split its config
     names (``tune``'s values and rule, at the bundle's own length penalty).
@@ -81,7 +112,6 @@ def tune_repeat_penalty(folder: str | Path) -> list[str]:
     Returns:
         What changed, one line; empty when the manifest already has a repeat penalty.
     """
-    from .config import TrainConfig
     from .evaluate import tune_decoding
     from .pipeline import load_split
 
@@ -127,7 +157,6 @@ def rescore(folder: str | Path) -> list[dict]:
     An upgrade computes the same model with other kernels, so a few captions can change:
     the rows must describe the bundle as it now is.
     """
-    from .config import TrainConfig
     from .data import load_dataset
     from .evaluate import evaluate_bundle, ood_name
     from .pipeline import load_split

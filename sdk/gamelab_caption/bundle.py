@@ -28,6 +28,10 @@ ENCODER = "encoder"
 DECODER_INIT = "decoder_init"
 DECODER_STEP = "decoder_step"
 GRAPHS = (ENCODER, DECODER_INIT, DECODER_STEP)
+# An encoder graph with an ImageNet head outputs its class probabilities under this name;
+# the manifest says so with encoder.classes = CLASSES (see animals.py).
+CLASSES_OUTPUT = "classes"
+CLASSES = {"labels": "imagenet-1k", "output": CLASSES_OUTPUT}
 DEFAULT_MODEL = "efficientnet-lite0"
 _REQUIRED_KEYS = ("format_version", "name", "encoder", "graphs", "vocabulary", "decoding", "files")
 
@@ -106,6 +110,16 @@ class Bundle:
         return self.vocabulary.known_ids(words)
 
     @property
+    def animal_threshold(self) -> float | None:
+        """The probability an animal kind needs from the encoder's ImageNet head before the
+        caption's animal words are renamed to it (``animals.name_animal``); None when the
+        encoder has no head (``encoder.classes``) or the manifest no ``animal_threshold``."""
+        threshold = self.manifest["decoding"].get("animal_threshold")
+        if threshold is None or "classes" not in self.manifest["encoder"]:
+            return None
+        return float(threshold)
+
+    @property
     def encoder_id(self) -> str:
         """The sha256 that names what the encoder computes: its graph's, or that of an earlier
         graph it reproduces bit for bit (``encoder.same_outputs_as``: the same graph taking
@@ -167,6 +181,7 @@ def load_bundle(model: str | os.PathLike = DEFAULT_MODEL, *, verify: bool = True
         grid_h, grid_w = (int(n) for n in manifest["encoder"]["grid"])
         int(manifest["decoding"]["max_length"])
         _check_repeats(manifest["decoding"])
+        _check_classes(manifest["encoder"], manifest["decoding"])
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as error:
         raise BundleError(
             f"Bundle {path} has a bad vocabulary, image spec, grid or decoding: {error!r}"
@@ -179,6 +194,16 @@ def _check_repeats(decoding: dict) -> None:
     words = decoding.get("repeatable_words", [])
     if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
         raise ValueError(f"repeatable_words must be a list of words, got {words!r}")
+
+
+def _check_classes(encoder: dict, decoding: dict) -> None:
+    classes = encoder.get("classes")
+    if classes is not None and classes != CLASSES:
+        raise ValueError(f"encoder.classes must be {CLASSES}, got {classes!r}")
+    threshold = decoding.get("animal_threshold")
+    number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+    if threshold is not None and not (number and 0 < threshold <= 1):
+        raise ValueError(f"animal_threshold must be a number in (0, 1], got {threshold!r}")
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> Path:

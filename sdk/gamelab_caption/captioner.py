@@ -2,7 +2,9 @@
 
 Graph contract (names are fixed; shapes: N images, R decoder rows, L = grid_h * grid_w):
     encoder:      image (N, H, W, 3) float32, or uint8 where the manifest's encoder.image.dtype
-                  says so (the graph normalises) -> features (N, L, D), embedding (N, D)
+                  says so (the graph normalises) -> features (N, L, D), embedding (N, D),
+                  and where the manifest's encoder.classes says so, classes (N, 1000): the
+                  ImageNet probabilities that name animals (animals.py)
     decoder_init: features (N, L, D) -> memory (N, L, E), keys (N, L, A), hidden (N, U)
     decoder_step: token (R,) int64, hidden (R, U), memory (R, L, E), keys (R, L, A)
                   -> log_probs (R, V), next_hidden (R, U), attention (R, L)
@@ -21,8 +23,18 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from .animals import kind_probabilities, name_animal
 from .beam_search import Hypothesis, beam_search, check_repeat_penalty
-from .bundle import DECODER_INIT, DECODER_STEP, DEFAULT_MODEL, ENCODER, GRAPHS, Bundle, load_bundle
+from .bundle import (
+    CLASSES_OUTPUT,
+    DECODER_INIT,
+    DECODER_STEP,
+    DEFAULT_MODEL,
+    ENCODER,
+    GRAPHS,
+    Bundle,
+    load_bundle,
+)
 from .errors import BundleError, ImageError
 from .preprocessing import DEFAULT_MAX_PIXELS, ImageInput, preprocess
 
@@ -74,9 +86,13 @@ class DecodeOptions:
         repeat_penalty: log-prob taken off a word the caption already has, but for the
             bundle's repeatable words ("a", "in"): "a woman and a woman" gives way to "a man
             and a woman"; 0 turns it off; None: the bundle's (tuned on the dev split).
+        name_animals: where the bundle's encoder has an ImageNet head, name the animal it
+            sees in place of the caption's ("a dog" -> "a cat", see ``animals``); False
+            gives the decoder's words as they are.
 
     Raises:
-        TypeError: ``beam_size`` or ``max_length`` is not an int, or a penalty not a number.
+        TypeError: ``beam_size`` or ``max_length`` is not an int, a penalty not a number, or
+            ``name_animals`` not a bool.
         ValueError: ``beam_size`` is below 1, ``max_length`` outside 1..MAX_LENGTH,
             ``length_penalty`` is not a finite number or ``repeat_penalty`` not a finite
             number >= 0.
@@ -88,8 +104,11 @@ class DecodeOptions:
     return_attention: bool = False
     early_stopping: bool = True
     repeat_penalty: float | None = None
+    name_animals: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.name_animals, bool):
+            raise TypeError(f"name_animals must be a bool, got {type(self.name_animals).__name__}")
         for name, (kind, described) in _OPTION_TYPES.items():
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
@@ -220,23 +239,27 @@ class Captioner:
         Raises:
             ValueError: the pixels are not of the dtype the bundle's encoder takes.
         """
+        features, embedding, _ = self._encode(pixels, classes=False)
+        return features, embedding
+
+    def _encode(self, pixels: np.ndarray, classes: bool) -> tuple[np.ndarray, ...]:
+        """``encode``'s outputs, then the ImageNet probabilities (N, 1000) when ``classes``
+        (the encoder must have them), else None."""
         wanted = self.bundle.image_spec.dtype
         if pixels.dtype != wanted:
             raise ValueError(
                 f"Bundle {self.name!r} encodes {wanted} pixels, got {pixels.dtype}: make them "
                 "with preprocess(image, captioner.bundle.image_spec)"
             )
-        features, embeddings = [], []
-        for start in range(0, len(pixels), ENCODER_BATCH):
-            chunk = pixels[start : start + ENCODER_BATCH]
-            feature, embedding = self._sessions[ENCODER].run(
-                ["features", "embedding"], {"image": chunk}
-            )
-            features.append(feature)
-            embeddings.append(embedding)
-        embedding = np.concatenate(embeddings)
+        names = ["features", "embedding", CLASSES_OUTPUT][: 3 if classes else 2]
+        chunks = [
+            self._sessions[ENCODER].run(names, {"image": pixels[start : start + ENCODER_BATCH]})
+            for start in range(0, len(pixels), ENCODER_BATCH)
+        ]
+        outputs = [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+        features, embedding = outputs[:2]
         norms = np.linalg.norm(embedding, axis=1, keepdims=True)
-        return np.concatenate(features), embedding / np.maximum(norms, 1e-12)
+        return features, embedding / np.maximum(norms, 1e-12), outputs[2] if classes else None
 
     def caption(
         self,
@@ -248,6 +271,7 @@ class Captioner:
         length_penalty: float | None = None,
         early_stopping: bool = True,
         repeat_penalty: float | None = None,
+        name_animals: bool = True,
     ) -> CaptionResult:
         """Caption one image.
 
@@ -258,14 +282,20 @@ class Captioner:
             return_attention: fill ``result.attention`` with (steps, grid_h, grid_w) weights.
             length_penalty: alpha in ``score = log_prob / length ** alpha``; default from the
                 bundle (tuned on the dev split); 0 ranks by log-probability alone.
-            early_stopping, repeat_penalty: see ``DecodeOptions``.
+            early_stopping, repeat_penalty, name_animals: see ``DecodeOptions``.
 
         Raises:
             ImageError: the image is unusable.
             ValueError: an option is out of range (see ``DecodeOptions``).
         """
         options = self._options(
-            beam_size, max_length, length_penalty, return_attention, early_stopping, repeat_penalty
+            beam_size,
+            max_length,
+            length_penalty,
+            return_attention,
+            early_stopping,
+            repeat_penalty,
+            name_animals,
         )
         pixels = preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels)
         return self._caption_pixels(pixels[None], options)[0]
@@ -280,6 +310,7 @@ class Captioner:
         length_penalty: float | None = None,
         early_stopping: bool = True,
         repeat_penalty: float | None = None,
+        name_animals: bool = True,
         strict: bool = False,
         return_embedding: bool = False,
     ) -> list[CaptionResult]:
@@ -295,7 +326,13 @@ class Captioner:
             ValueError: an option is out of range (see ``DecodeOptions``), even for no images.
         """
         options = self._options(
-            beam_size, max_length, length_penalty, return_attention, early_stopping, repeat_penalty
+            beam_size,
+            max_length,
+            length_penalty,
+            return_attention,
+            early_stopping,
+            repeat_penalty,
+            name_animals,
         )
         results: list[CaptionResult] = []
         for start in range(0, len(images), BATCH_SIZE):
@@ -311,6 +348,7 @@ class Captioner:
         return_attention,
         early_stopping,
         repeat_penalty,
+        name_animals,
     ):
         """The call's options, checked, with the bundle's values where they are None."""
         return DecodeOptions(
@@ -320,6 +358,7 @@ class Captioner:
             return_attention=return_attention,
             early_stopping=early_stopping,
             repeat_penalty=repeat_penalty,
+            name_animals=name_animals,
         ).with_defaults(self.bundle)
 
     def _caption_chunk(
@@ -351,7 +390,9 @@ class Captioner:
         self, pixels: np.ndarray, options: DecodeOptions, return_embedding: bool = False
     ) -> list[CaptionResult]:
         """Decode preprocessed pixels (N, H, W, 3) with options that have their defaults."""
-        features, embeddings = self.encode(pixels)  # (N, L, D), (N, D)
+        animal_threshold = self.bundle.animal_threshold if options.name_animals else None
+        # (N, L, D), (N, D), (N, 1000) or None
+        features, embeddings, classes = self._encode(pixels, animal_threshold is not None)
         memory, keys, hidden = self._sessions[DECODER_INIT].run(
             ["memory", "keys", "hidden"], {"features": features}
         )
@@ -386,7 +427,11 @@ class Captioner:
             repeat_penalty=options.repeat_penalty,
             repeatable_ids=self.bundle.repeatable_ids,
         )
-        results = [self._to_result(h, options.return_attention) for h in hypotheses]
+        kinds = [None] * len(hypotheses) if classes is None else kind_probabilities(classes)
+        results = [
+            self._to_result(h, options.return_attention, image_kinds, animal_threshold)
+            for h, image_kinds in zip(hypotheses, kinds, strict=True)
+        ]
         if return_embedding:
             results = [
                 dataclasses.replace(result, embedding=embedding)
@@ -394,20 +439,30 @@ class Captioner:
             ]
         return results
 
-    def _to_result(self, hypotheses: list[Hypothesis], return_attention: bool) -> CaptionResult:
+    def _to_result(
+        self,
+        hypotheses: list[Hypothesis],
+        return_attention: bool,
+        kinds: np.ndarray | None,
+        animal_threshold: float | None,
+    ) -> CaptionResult:
+        """``kinds``: the image's animal kind probabilities, None to keep the words as decoded."""
         if not hypotheses:
             return CaptionResult(text="", tokens=(), score=float("-inf"))
+
+        def words_of(hypothesis: Hypothesis) -> tuple[str, ...]:
+            words = self.bundle.vocabulary.decode(hypothesis.tokens).split()
+            return tuple(words) if kinds is None else name_animal(words, kinds, animal_threshold)
+
         best, *others = hypotheses
-        words = self.bundle.vocabulary.decode(best.tokens)
+        words = words_of(best)
         attention = None
         if return_attention and best.attention is not None:
             attention = best.attention.astype(np.float32).reshape(-1, *self.bundle.grid)
         return CaptionResult(
-            text=words,
-            tokens=tuple(words.split()),
+            text=" ".join(words),
+            tokens=words,
             score=float(best.score),
-            alternatives=tuple(
-                (self.bundle.vocabulary.decode(h.tokens), float(h.score)) for h in others
-            ),
+            alternatives=tuple((" ".join(words_of(h)), float(h.score)) for h in others),
             attention=attention,
         )

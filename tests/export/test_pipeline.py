@@ -17,7 +17,8 @@ pytest.importorskip("tf2onnx")
 skimage_data = pytest.importorskip("skimage.data")
 
 from gamelab_caption import Captioner, load_bundle  # noqa: E402
-from gamelab_caption.bundle import write_manifest  # noqa: E402
+from gamelab_caption.animals import KINDS, kind_probabilities  # noqa: E402
+from gamelab_caption.bundle import CLASSES, write_manifest  # noqa: E402
 from gamelab_caption.preprocessing import preprocess  # noqa: E402
 from gamelab_export import cli, pipeline  # noqa: E402
 from gamelab_export.config import load_config  # noqa: E402
@@ -153,6 +154,17 @@ def test_sdk_captions_the_training_photos_with_their_content(run, coco_file, pre
     assert "cat" in words[0]
     assert "coffee" in words[1]
     assert "rocket" in words[2]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_bundles_carry_the_imagenet_head_that_names_animals(run, coco_file, precision):
+    _, images_dir = coco_file
+    captioner = Captioner(pipeline.bundle_dirs(run)[precision])
+    assert captioner.bundle.manifest["encoder"]["classes"] == CLASSES
+    assert captioner.bundle.animal_threshold == run.animal_threshold
+    pixels = preprocess(os.path.join(images_dir, "chelsea.png"), captioner.bundle.image_spec)
+    _, _, classes = captioner._encode(pixels[None], classes=True)
+    assert kind_probabilities(classes)[0, [k.singular for k in KINDS].index("cat")] > 0.5
 
 
 def test_onnx_matches_tensorflow_on_real_images(run, coco_file):
