@@ -222,6 +222,12 @@ class Captioner:
                 )
             except Exception as error:  # ORT raises its own untyped errors for bad files
                 raise BundleError(f"ONNX Runtime cannot load {path}: {error}") from None
+        outputs = {output.name for output in self._sessions[ENCODER].get_outputs()}
+        if self.bundle.animal_threshold is not None and CLASSES_OUTPUT not in outputs:
+            raise BundleError(
+                f"{self.bundle.graph_path(ENCODER)} has no {CLASSES_OUTPUT!r} output, "
+                "which the manifest's encoder.classes promises"
+            )
         # ORT falls back to CPU silently when a provider fails: report what really runs.
         self.providers: list[str] = self._sessions[ENCODER].get_providers()
 

@@ -257,9 +257,12 @@ def test_the_int8_encoder_takes_bytes_and_computes_what_normalised_floats_gave(
     manifest["encoder"]["image"]["dtype"] = "float32"
     write_manifest(old, {k: v for k, v in manifest.items() if k != "files"})
     old_id = load_bundle(old).encoder_id
-    assert upgrade_bundle(old) == ["encoder takes uint8 pixels (raw_pixels, outputs bit-identical)"]
+    done = upgrade_bundle(old)
+    assert done[0] == "encoder takes uint8 pixels (raw_pixels, outputs bit-identical)"
+    assert done[1].startswith("encoder: ImageNet head added")  # quantize's encoder has none
     upgraded = load_bundle(old)
     assert upgraded.image_spec.dtype == "uint8"
+    assert upgraded.animal_threshold == run.animal_threshold
     assert upgraded.encoder_id == old_id != upgraded.manifest["files"]["encoder.onnx"]
     assert upgrade_bundle(old) == []  # already up to date
 
@@ -441,7 +444,9 @@ def test_feature_extraction_resumes_where_it_stopped(run):
     array[2:] = 0
     array.flush()
     resumed = extract_features(examples, "train", folder, run.encoder, batch_size=2, progress=False)
-    np.testing.assert_allclose(resumed.features, complete, atol=1e-3)
+    # Stored as float16: another batch size may round a value one step (2**-10, relative)
+    # the other way, as 3 of 376,320 did on an AVX2 CPU (2.9492 against 2.9473).
+    np.testing.assert_allclose(resumed.features, complete, rtol=2**-10, atol=1e-3)
 
 
 def test_training_resumes_after_the_last_finished_epoch(run):

@@ -108,13 +108,18 @@ def test_the_encoder_gives_imagenet_probabilities_beside_unchanged_embeddings(ca
 
 
 def _with_manifest(tmp_path: Path, edit) -> Path:
+    """A copy of the default bundle, its manifest edited and its checksums rewritten."""
     folder = shutil.copytree(load_bundle(DEFAULT_MODEL).path, tmp_path / "bundle")
+    _rewrite_manifest(folder, edit)
+    return folder
+
+
+def _rewrite_manifest(folder: Path, edit) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     edit(manifest)
     manifest.pop("files")
     manifest.pop("format_version")
     write_manifest(folder, manifest)
-    return folder
 
 
 @pytest.mark.parametrize("threshold", [0, 1.5, "0.8", True])
@@ -136,3 +141,15 @@ def test_a_bundle_without_a_head_keeps_the_decoders_words(tmp_path):
     folder = _with_manifest(tmp_path, lambda m: m["encoder"].pop("classes"))
     assert load_bundle(folder).animal_threshold is None
     assert "dog" in Captioner(folder).caption(EXAMPLES / "cat.jpg").tokens
+
+
+def test_a_manifest_promising_classes_the_encoder_lacks_is_a_bundle_error(tmp_path):
+    import onnx
+
+    folder = shutil.copytree(load_bundle(DEFAULT_MODEL).path, tmp_path / "bundle")
+    model = onnx.load(str(folder / "encoder.onnx"))
+    model = onnx.utils.Extractor(model).extract_model(["image"], ["features", "embedding"])
+    onnx.save(model, str(folder / "encoder.onnx"))
+    _rewrite_manifest(folder, lambda m: None)  # the new graph's sha256
+    with pytest.raises(BundleError, match="no 'classes' output"):
+        Captioner(folder)
