@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -180,3 +181,11 @@ def test_a_folder_is_captioned_image_by_image(tiny_bundle, tmp_path, capsys):
         f"gamelab-caption: error: {empty}: a folder with no image files "
         "(.jpg, .jpeg, .png, .webp, .gif, .bmp, .tif, .tiff)"
     ]
+
+
+def test_the_animal_seen_is_named_unless_the_decoders_words_are_asked_for(capsys):
+    cat = str(Path(__file__).parents[2] / "examples" / "images" / "cat.jpg")
+    assert main([cat]) == 0
+    assert main(["--decoder-words", cat]) == 0
+    named, decoded = capsys.readouterr().out.splitlines()
+    assert " cat " in named.split("\t")[1] and " dog " in decoded.split("\t")[1]

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX Runtime intra-op threads (default: chosen by ONNX Runtime)",
     )
     parser.add_argument(
+        "--decoder-words",
+        action="store_true",
+        help="keep the decoder's animal words (default: the animal the encoder's ImageNet "
+        "head sees is named, as 'cat' for what the decoder calls a dog)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help='print JSON lines {"image", "caption", "score", "alternatives"}',
@@ -118,7 +124,12 @@ def main(argv: list[str]) -> int:
     for start in range(0, len(images), BATCH_SIZE):
         paths = images[start : start + BATCH_SIZE]
         inputs = [image_source(path) for path in paths]
-        results = captioner.caption_batch(inputs, beam_size=args.beam, max_length=args.max_length)
+        results = captioner.caption_batch(
+            inputs,
+            beam_size=args.beam,
+            max_length=args.max_length,
+            name_animals=not args.decoder_words,
+        )
         for path, result in zip(paths, results, strict=True):
             if result.error is not None:
                 failed = True
