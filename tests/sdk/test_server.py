@@ -7,6 +7,7 @@ import struct
 import sys
 import threading
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -86,6 +87,17 @@ def test_a_large_jpeg_is_captioned_exactly_as_the_sdk_captions_its_bytes(large_j
         body = client.post("/v1/caption", content=data, headers=headers).json()
     expected = shipped.caption(data)
     assert (body["caption"], body["score"]) == (expected.text, round(expected.score, 4))
+
+
+def test_the_shipped_default_names_the_cat_unless_asked_not_to():
+    from gamelab_caption import Captioner
+
+    cat = (Path(__file__).parents[2] / "examples" / "images" / "cat.jpg").read_bytes()
+    headers = {"content-type": "image/jpeg"}
+    with TestClient(create_app(Captioner(), workers=1)) as client:
+        named = client.post("/v1/caption", content=cat, headers=headers).json()
+        decoded = client.post("/v1/caption?name_animals=false", content=cat, headers=headers)
+    assert " cat " in named["caption"] and " dog " in decoded.json()["caption"]
 
 
 def test_beam_size_reaches_the_decoder(client):

@@ -288,6 +288,11 @@ def create_app(
 
     beam_query = Query(3, ge=1, le=MAX_BEAM_SIZE, description="beams kept; 1 is greedy")
     attention_query = Query(False, description="add the attention weights to the answer")
+    animals_query = Query(
+        True,
+        description="name the animal the encoder's ImageNet head sees in place of the "
+        "caption's ('a cat' for what the decoder calls a dog); false: the decoder's words",
+    )
 
     @app.post(
         "/v1/caption",
@@ -297,11 +302,18 @@ def create_app(
         openapi_extra=_IMAGE_BODY,
     )
     async def caption(
-        request: Request, beam_size: int = beam_query, return_attention: bool = attention_query
+        request: Request,
+        beam_size: int = beam_query,
+        return_attention: bool = attention_query,
+        name_animals: bool = animals_query,
     ) -> dict:
         """Caption one image, sent as form field `image` or as the raw body."""
         return await service.analyse(
-            request, search=False, beam_size=beam_size, return_attention=return_attention
+            request,
+            search=False,
+            beam_size=beam_size,
+            return_attention=return_attention,
+            name_animals=name_animals,
         )
 
     @app.post(
@@ -316,6 +328,7 @@ def create_app(
         k: int = Query(5, ge=1, le=MAX_K, description="games to return"),
         beam_size: int = beam_query,
         return_attention: bool = attention_query,
+        name_animals: bool = animals_query,
     ) -> dict:
         """Caption one image and find the games it looks like, best first."""
         if service.index is None:
@@ -323,7 +336,12 @@ def create_app(
                 404, "No game index is loaded: start the server with --index games.idx"
             )
         return await service.analyse(
-            request, search=True, k=k, beam_size=beam_size, return_attention=return_attention
+            request,
+            search=True,
+            k=k,
+            beam_size=beam_size,
+            return_attention=return_attention,
+            name_animals=name_animals,
         )
 
     @app.get("/v1/covers", response_class=FileResponse, responses={404: _ERRORS[404]})

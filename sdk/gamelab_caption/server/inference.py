@@ -40,6 +40,7 @@ def analyse(
     *,
     beam_size: int,
     return_attention: bool,
+    name_animals: bool = True,
     index: Any = None,
     k: int = 5,
 ) -> Analysis:
@@ -60,7 +61,9 @@ def analyse(
     image = load_for_encoder(data, captioner.bundle.image_spec, max_pixels=captioner.max_pixels)
     timings["decode"] = _milliseconds(start)
     start = time.perf_counter()
-    result = captioner.caption(image, beam_size=beam_size, return_attention=return_attention)
+    result = captioner.caption(
+        image, beam_size=beam_size, return_attention=return_attention, name_animals=name_animals
+    )
     timings["caption"] = _milliseconds(start)
     hits = None
     if index is not None:
