@@ -161,6 +161,9 @@ class CaptionResult:
     embedding: np.ndarray | None = None
 
 
+_DECODE_FIELDS = tuple(field.name for field in dataclasses.fields(DecodeOptions))
+
+
 def _select_providers(requested: Sequence[str] | None) -> list[str]:
     available = ort.get_available_providers()
     if requested is None:
@@ -294,15 +297,7 @@ class Captioner:
             ImageError: the image is unusable.
             ValueError: an option is out of range (see ``DecodeOptions``).
         """
-        options = self._options(
-            beam_size,
-            max_length,
-            length_penalty,
-            return_attention,
-            early_stopping,
-            repeat_penalty,
-            name_animals,
-        )
+        options = self._options(locals())
         pixels = preprocess(image, self.bundle.image_spec, max_pixels=self.max_pixels)
         return self._caption_pixels(pixels[None], options)[0]
 
@@ -331,41 +326,21 @@ class Captioner:
         Raises:
             ValueError: an option is out of range (see ``DecodeOptions``), even for no images.
         """
-        options = self._options(
-            beam_size,
-            max_length,
-            length_penalty,
-            return_attention,
-            early_stopping,
-            repeat_penalty,
-            name_animals,
-        )
+        options = self._options(locals())
         results: list[CaptionResult] = []
         for start in range(0, len(images), BATCH_SIZE):
             chunk = images[start : start + BATCH_SIZE]
             results += self._caption_chunk(chunk, options, strict, return_embedding)
         return results
 
-    def _options(
-        self,
-        beam_size,
-        max_length,
-        length_penalty,
-        return_attention,
-        early_stopping,
-        repeat_penalty,
-        name_animals,
-    ):
-        """The call's options, checked, with the bundle's values where they are None."""
-        return DecodeOptions(
-            beam_size=beam_size,
-            max_length=max_length,
-            length_penalty=length_penalty,
-            return_attention=return_attention,
-            early_stopping=early_stopping,
-            repeat_penalty=repeat_penalty,
-            name_animals=name_animals,
-        ).with_defaults(self.bundle)
+    def _options(self, arguments: dict) -> DecodeOptions:
+        """The call's options, checked, with the bundle's values where they are None.
+
+        ``arguments``: the caller's ``locals()``; its keyword parameters are named after the
+        ``DecodeOptions`` fields, so each option is written once, there.
+        """
+        given = {name: arguments[name] for name in _DECODE_FIELDS}
+        return DecodeOptions(**given).with_defaults(self.bundle)
 
     def _caption_chunk(
         self,
