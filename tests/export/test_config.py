@@ -20,6 +20,8 @@ def test_overrides_take_the_declared_types(tmp_path):
         ("--units", "must look like --key=value"),
         ("--member_units=1024,512", "member_units must list 1 positive widths"),
         ("--decoder_weights=int2", "decoder_weights must be one of int4, int8"),
+        ("--animal_threshold=0", r"animal_threshold must be in \(0, 1\]"),
+        ("--animal_threshold=1.5", r"animal_threshold must be in \(0, 1\]"),
     ],
 )
 def test_bad_settings_are_refused_by_name(override, message):
