@@ -89,6 +89,16 @@ def test_photos_without_an_animal_seen_keep_their_words(captioner):
     assert "dog" in named[2].tokens
 
 
+def test_a_batch_over_one_encoder_call_names_each_image_by_its_own_classes(captioner):
+    from gamelab_caption.captioner import ENCODER_BATCH
+
+    swimming, cat = EXAMPLES / "swimming.jpg", EXAMPLES / "cat.jpg"
+    paths = [swimming] * ENCODER_BATCH + [cat]  # the cat in the encoder's second call
+    results = captioner.caption_batch(paths)
+    assert "cat" in results[-1].tokens
+    assert all("cat" not in result.tokens for result in results[:-1])
+
+
 def test_the_option_must_be_a_bool(captioner):
     with pytest.raises(TypeError, match="name_animals must be a bool"):
         captioner.caption(EXAMPLES / "cat.jpg", name_animals="no")
