@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gamelab_caption.bundle import CLASSES_OUTPUT
+from gamelab_caption.bundle import CLASSES, CLASSES_OUTPUT
 
 _PREFIX = "class_head/"
 
@@ -33,6 +33,22 @@ def imagenet_head(encoder: str, weights: str | None = None) -> tuple[np.ndarray,
     variant = encoder.removeprefix("efficientnet_")
     state = load_legacy_state_dict(weights if weights is not None else _weights_path(variant))
     return state["_fc.weight"].astype(np.float32).T.copy(), state["_fc.bias"].astype(np.float32)
+
+
+def give_class_head(encoder_path: Path, manifest: dict, config, bits: int | None) -> bool:
+    """Append the config's encoder's ImageNet head to ``encoder_path`` and say so in
+    ``manifest`` (``encoder.classes`` and the config's ``decoding.animal_threshold``).
+
+    Returns:
+        False, touching nothing, when the encoder has no head or the config no threshold.
+    """
+    head = imagenet_head(config.encoder, config.encoder_weights)
+    if head is None or config.animal_threshold is None:
+        return False
+    add_class_head(encoder_path, *head, bits)
+    manifest["encoder"]["classes"] = CLASSES
+    manifest["decoding"]["animal_threshold"] = config.animal_threshold
+    return True
 
 
 def has_class_head(path: str | Path) -> bool:

@@ -9,6 +9,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from gamelab_caption.bundle import check_animal_threshold
 from gamelab_caption.vocabulary import REPEATABLE_WORDS
 
 from .quantize import DECODER_WEIGHTS
@@ -88,8 +89,8 @@ class TrainConfig:
                 "scst_epochs must be >= 0 and scst_samples, scst_batch_size >= 1, got "
                 f"{self.scst_epochs}, {self.scst_samples}, {self.scst_batch_size}"
             )
-        if self.animal_threshold is not None and not 0 < self.animal_threshold <= 1:
-            raise ValueError(f"animal_threshold must be in (0, 1], got {self.animal_threshold}")
+        if self.animal_threshold is not None:
+            check_animal_threshold(self.animal_threshold)
         if self.distill_captions < 1:
             raise ValueError(f"distill_captions must be >= 1, got {self.distill_captions}")
         if self.scst_baseline not in ("mean", "greedy"):

@@ -16,18 +16,11 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gamelab_caption.bundle import (
-    CLASSES,
-    DECODER_INIT,
-    DECODER_STEP,
-    ENCODER,
-    GRAPHS,
-    write_manifest,
-)
+from gamelab_caption.bundle import DECODER_INIT, DECODER_STEP, ENCODER, GRAPHS, write_manifest
 from gamelab_caption.version import __version__
 from gamelab_caption.vocabulary import SPECIAL_TOKENS, Vocabulary
 
-from .class_head import add_class_head, imagenet_head
+from .class_head import give_class_head
 from .config import TrainConfig
 from .data import load_dataset
 from .distill import described_teacher
@@ -326,11 +319,8 @@ def bundle(config: TrainConfig, force: bool = False, metrics: list[dict] | None 
         shutil.copyfile(config.run_dir / "vocab.json", folder / "vocab.json")
         pixels = input_dtype(folder / GRAPH_FILES[ENCODER])
         manifest = _manifest(config, precision, metrics, pixels)
-        head = imagenet_head(config.encoder, config.encoder_weights)
-        if config.animal_threshold is not None and head is not None:
-            add_class_head(folder / GRAPH_FILES[ENCODER], *head, None if precision == "fp32" else 4)
-            manifest["encoder"]["classes"] = CLASSES
-            manifest["decoding"]["animal_threshold"] = config.animal_threshold
+        bits = None if precision == "fp32" else 4
+        give_class_head(folder / GRAPH_FILES[ENCODER], manifest, config, bits)
         write_manifest(folder, manifest)
         logger.info("bundle: wrote %s", folder)
 

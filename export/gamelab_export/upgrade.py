@@ -27,17 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gamelab_caption.bundle import (
-    CLASSES,
-    DECODER_INIT,
-    DECODER_STEP,
-    ENCODER,
-    load_bundle,
-    write_manifest,
-)
+from gamelab_caption.bundle import DECODER_INIT, DECODER_STEP, ENCODER, load_bundle, write_manifest
 from gamelab_caption.version import __version__
 
-from .class_head import add_class_head, has_class_head, imagenet_head
+from .class_head import give_class_head, has_class_head
 from .config import TrainConfig
 from .graph_cleanup import simplify
 from .onnx_graph import node_attributes
@@ -91,14 +84,10 @@ def _add_class_head(bundle, manifest: dict) -> list[str]:
     """Give the encoder its ImageNet head and the manifest an animal threshold (editing
     ``manifest``), where the encoder has such a head and the graph lacks it."""
     config = TrainConfig.from_saved(bundle.manifest["config"])
-    head = imagenet_head(config.encoder, config.encoder_weights)
     path = bundle.graph_path(ENCODER)
-    if head is None or config.animal_threshold is None or has_class_head(path):
+    if has_class_head(path) or not give_class_head(path, manifest, config, bits=4):
         return []
-    add_class_head(path, *head, bits=4)
-    manifest["encoder"]["classes"] = CLASSES
     manifest["encoder"]["same_outputs_as"] = bundle.encoder_id
-    manifest["decoding"]["animal_threshold"] = config.animal_threshold
     return [
         "encoder: ImageNet head added (output 'classes', 4-bit weights; features and "
         f"embedding bit-identical); animals named at probability {config.animal_threshold:g}"

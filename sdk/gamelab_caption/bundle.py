@@ -200,10 +200,15 @@ def _check_classes(encoder: dict, decoding: dict) -> None:
     classes = encoder.get("classes")
     if classes is not None and classes != CLASSES:
         raise ValueError(f"encoder.classes must be {CLASSES}, got {classes!r}")
-    threshold = decoding.get("animal_threshold")
+    if (threshold := decoding.get("animal_threshold")) is not None:
+        check_animal_threshold(threshold)
+
+
+def check_animal_threshold(threshold: object) -> None:
+    """Raise ValueError unless ``threshold`` is a number in (0, 1] (a probability to reach)."""
     number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-    if threshold is not None and not (number and 0 < threshold <= 1):
-        raise ValueError(f"animal_threshold must be a number in (0, 1], got {threshold!r}")
+    if not (number and 0 < threshold <= 1):
+        raise ValueError(f"animal_threshold must be in (0, 1], got {threshold!r}")
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> Path:

@@ -410,7 +410,7 @@ class Captioner:
         )
         kinds = [None] * len(hypotheses) if classes is None else kind_probabilities(classes)
         results = [
-            self._to_result(h, options.return_attention, image_kinds, animal_threshold)
+            self._to_result(h, options.return_attention, image_kinds)
             for h, image_kinds in zip(hypotheses, kinds, strict=True)
         ]
         if return_embedding:
@@ -425,15 +425,17 @@ class Captioner:
         hypotheses: list[Hypothesis],
         return_attention: bool,
         kinds: np.ndarray | None,
-        animal_threshold: float | None,
     ) -> CaptionResult:
-        """``kinds``: the image's animal kind probabilities, None to keep the words as decoded."""
+        """``kinds``: the image's animal kind probabilities, to name its animal at the bundle's
+        threshold; None keeps the words as decoded."""
         if not hypotheses:
             return CaptionResult(text="", tokens=(), score=float("-inf"))
 
         def words_of(hypothesis: Hypothesis) -> tuple[str, ...]:
             words = self.bundle.vocabulary.decode(hypothesis.tokens).split()
-            return tuple(words) if kinds is None else name_animal(words, kinds, animal_threshold)
+            if kinds is None:
+                return tuple(words)
+            return name_animal(words, kinds, self.bundle.animal_threshold)
 
         best, *others = hypotheses
         words = words_of(best)
