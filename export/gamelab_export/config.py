@@ -36,6 +36,7 @@ class TrainConfig:
     units: int = 512  # GRU state width
     attention_dim: int = 512  # Bahdanau attention hidden width
     dropout: float = 0.3  # before the output layers
+    class_input: bool = False  # the decoder also reads the encoder's ImageNet head (Lite only)
     attention_penalty: float = 1.0  # doubly stochastic attention (Show, Attend and Tell)
     label_smoothing: float = 0.0
     batch_size: int = 64
@@ -91,6 +92,8 @@ class TrainConfig:
             )
         if self.animal_threshold is not None:
             check_animal_threshold(self.animal_threshold)
+        if self.class_input and not self.encoder.startswith("efficientnet_lite"):
+            raise ValueError(f"class_input needs an EfficientNet-Lite encoder, got {self.encoder}")
         if self.distill_captions < 1:
             raise ValueError(f"distill_captions must be >= 1, got {self.distill_captions}")
         if self.scst_baseline not in ("mean", "greedy"):

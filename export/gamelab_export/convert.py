@@ -81,6 +81,7 @@ def decoder_functions(decoder, locations: int, feature_dim: int):
     import tensorflow as tf
 
     memory_width, key_width, units = decoder.memory_width, decoder.key_width, decoder.state_width
+    slots = locations + decoder.extra_slots  # memory rows: the image's, then the classes'
 
     @tf.function(input_signature=[tf.TensorSpec((None, locations, feature_dim), tf.float32)])
     def init(features):
@@ -90,14 +91,19 @@ def decoder_functions(decoder, locations: int, feature_dim: int):
         input_signature=[
             tf.TensorSpec((None,), tf.int64),
             tf.TensorSpec((None, units), tf.float32),
-            tf.TensorSpec((None, locations, memory_width), tf.float32),
-            tf.TensorSpec((None, locations, key_width), tf.float32),
+            tf.TensorSpec((None, slots, memory_width), tf.float32),
+            tf.TensorSpec((None, slots, key_width), tf.float32),
         ]
     )
     def step(token, hidden, memory, keys):
         logits, next_hidden, attention = decoder.step(token, hidden, memory, keys)
         # The graph's log_probs are normalised here, once: the SDK's beam search does not
         # renormalise, and an ensemble's scores (a mean of log-probs) are not normalised.
+        if decoder.extra_slots:
+            # The attention the SDK returns is over the image: the class slot's share is left
+            # out and the locations' renormalised, so that it stays a heat map summing to 1.
+            attention = attention[:, :locations]
+            attention /= tf.reduce_sum(attention, axis=-1, keepdims=True)
         return tf.nn.log_softmax(logits), next_hidden, attention
 
     return init, step

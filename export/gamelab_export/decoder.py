@@ -1,7 +1,11 @@
 """Bahdanau-attention GRU decoder (Show, Attend and Tell with a GRU), in Keras.
 
 Unlike the TensorFlow tutorial this carries the GRU state from step to step (the tutorial
-resets it every step) and starts it from the mean image feature. The three methods
+resets it every step) and starts it from the mean image feature. With ``class_count`` it also
+reads the encoder's frozen ImageNet head on that mean (``build_decoder`` sets its weights): the
+1,000 probabilities join the initial state and are one more slot the attention can pick, after
+the image's L locations. What 1.2M ImageNet photos taught the head is what 6,000 captioned
+ones cannot teach a decoder (see the model card). The three methods
 ``initial_state``, ``step`` and ``call`` are exactly what the ONNX graphs of a bundle run:
 ``decoder_init`` = initial_state, ``decoder_step`` = step.
 
@@ -22,6 +26,7 @@ class CaptionDecoder(keras.Model):
     units: U, GRU state width.
     attention_dim: A, Bahdanau attention width.
     dropout: dropout rate before the output layers.
+    class_count: size of the encoder's ImageNet head the decoder reads; 0: none.
     """
 
     def __init__(
@@ -31,12 +36,25 @@ class CaptionDecoder(keras.Model):
         units: int = 512,
         attention_dim: int = 512,
         dropout: float = 0.3,
+        class_count: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
         self.project = keras.layers.Dense(embedding_dim, activation="relu", name="project")
-        self.init_hidden = keras.layers.Dense(units, activation="tanh", name="init_hidden")
+        self.class_count = class_count
+        # With classes, tanh comes after their share of the state is added.
+        self.init_hidden = keras.layers.Dense(
+            units, activation=None if class_count else "tanh", name="init_hidden"
+        )
+        if class_count:
+            self.imagenet_head = keras.layers.Dense(
+                class_count, activation="softmax", trainable=False, name="imagenet_head"
+            )
+            self.class_state = keras.layers.Dense(units, use_bias=False, name="class_state")
+            self.class_memory = keras.layers.Dense(
+                embedding_dim, activation="relu", name="class_memory"
+            )
         self.attention_keys = keras.layers.Dense(attention_dim, name="attention_keys")
         self.attention_query = keras.layers.Dense(attention_dim, name="attention_query")
         self.attention_score = keras.layers.Dense(1, name="attention_score")
@@ -58,15 +76,26 @@ class CaptionDecoder(keras.Model):
     def state_width(self) -> int:
         return self.gru.units
 
+    @property
+    def extra_slots(self) -> int:
+        """Memory rows after the image's L locations: 1 for the classes, else 0."""
+        return 1 if self.class_count else 0
+
     def initial_state(self, features):
-        """features (N, L, D) -> memory (N, L, E), keys (N, L, A), hidden (N, U)."""
+        """features (N, L, D) -> memory (N, M, E), keys (N, M, A), hidden (N, U); M = L +
+        extra_slots."""
         memory = self.project(features)  # (N, L, E)
-        keys = self.attention_keys(memory)  # (N, L, A): fixed per image, computed once
-        hidden = self.init_hidden(tf.reduce_mean(features, axis=1))  # (N, U)
+        pooled = tf.reduce_mean(features, axis=1)  # (N, D)
+        hidden = self.init_hidden(pooled)  # (N, U)
+        if self.class_count:
+            classes = self.imagenet_head(pooled)  # (N, C)
+            memory = tf.concat([memory, self.class_memory(classes)[:, None]], axis=1)
+            hidden = tf.tanh(hidden + self.class_state(classes))
+        keys = self.attention_keys(memory)  # (N, M, A): fixed per image, computed once
         return memory, keys, hidden
 
     def step(self, token, hidden, memory, keys, training=False):
-        """One word: token (N,), hidden (N, U) -> logits (N, V), hidden (N, U), attention (N, L)."""
+        """One word: token (N,), hidden (N, U) -> logits (N, V), hidden (N, U), attention (N, M)."""
         query = self.attention_query(hidden)[:, None, :]  # (N, 1, A)
         scores = self.attention_score(tf.tanh(keys + query))[:, :, 0]  # (N, L)
         attention = tf.nn.softmax(scores, axis=-1)  # (N, L)
@@ -108,6 +137,8 @@ class DecoderEnsemble:
     def __init__(self, members: list[CaptionDecoder]):
         if len({m.vocab_size for m in members}) != 1:
             raise ValueError("Ensemble members must share one vocabulary")
+        if len({m.extra_slots for m in members}) != 1:
+            raise ValueError("Ensemble members must all read the classes, or none")
         self.members = members
         self.vocab_size = members[0].vocab_size
 
@@ -122,6 +153,10 @@ class DecoderEnsemble:
     @property
     def state_width(self) -> int:
         return sum(m.state_width for m in self.members)
+
+    @property
+    def extra_slots(self) -> int:
+        return self.members[0].extra_slots
 
     def initial_state(self, features):
         states = [m.initial_state(features) for m in self.members]
@@ -145,9 +180,24 @@ class DecoderEnsemble:
 
 
 def build_decoder(config, vocab_size: int, feature_dim: int, locations: int) -> CaptionDecoder:
-    """A decoder with its weights created (called once on zeros)."""
+    """A decoder with its weights created (called once on zeros) and, with the config's
+    ``class_input``, its encoder's ImageNet head in place."""
+    head = None
+    if config.class_input:
+        from .class_head import imagenet_head
+
+        head = imagenet_head(config.encoder, config.encoder_weights)
+        if head is None:
+            raise ValueError(f"class_input: encoder {config.encoder} has no ImageNet head")
     decoder = CaptionDecoder(
-        vocab_size, config.embedding_dim, config.units, config.attention_dim, config.dropout
+        vocab_size,
+        config.embedding_dim,
+        config.units,
+        config.attention_dim,
+        config.dropout,
+        class_count=0 if head is None else len(head[1]),
     )
     decoder((tf.zeros((1, locations, feature_dim)), tf.zeros((1, 2), tf.int64)))
+    if head is not None:
+        decoder.imagenet_head.set_weights(list(head))
     return decoder

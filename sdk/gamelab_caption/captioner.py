@@ -5,9 +5,11 @@ Graph contract (names are fixed; shapes: N images, R decoder rows, L = grid_h * 
                   says so (the graph normalises) -> features (N, L, D), embedding (N, D),
                   and where the manifest's encoder.classes says so, classes (N, 1000): the
                   ImageNet probabilities that name animals (animals.py)
-    decoder_init: features (N, L, D) -> memory (N, L, E), keys (N, L, A), hidden (N, U)
-    decoder_step: token (R,) int64, hidden (R, U), memory (R, L, E), keys (R, L, A)
+    decoder_init: features (N, L, D) -> memory (N, M, E), keys (N, M, A), hidden (N, U)
+    decoder_step: token (R,) int64, hidden (R, U), memory (R, M, E), keys (R, M, A)
                   -> log_probs (R, V), next_hidden (R, U), attention (R, L)
+M >= L: the decoder may attend to more than the image's locations (a decoder that reads the
+ImageNet probabilities has one more slot); its attention output is over the image alone.
 """
 
 from __future__ import annotations

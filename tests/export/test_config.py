@@ -29,6 +29,12 @@ def test_bad_settings_are_refused_by_name(override, message):
         load_config(None, [override])
 
 
+def test_class_input_needs_an_encoder_with_an_imagenet_head():
+    assert load_config(None, ["--class_input=true"]).class_input
+    with pytest.raises(ValueError, match="class_input needs an EfficientNet-Lite encoder"):
+        load_config(None, ["--class_input=true", "--encoder=inception_v3"])
+
+
 def test_each_ensemble_member_has_its_own_seed_and_width():
     config = load_config(None, ["--decoders=3", "--member_units=1024,512,512", "--seed=7"])
     members = [config.member(index) for index in range(3)]

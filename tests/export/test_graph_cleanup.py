@@ -43,7 +43,9 @@ def converted_step(request, tmp_path_factory):
     # Seeded: unseeded random weights made this check fail once in CI (the simplified graph
     # kept as converted), and a test must give the same answer every run.
     tf.keras.utils.set_random_seed(0)
-    sizes = SimpleNamespace(embedding_dim=128, units=128, attention_dim=128, dropout=0.0)
+    sizes = SimpleNamespace(
+        embedding_dim=128, units=128, attention_dim=128, dropout=0.0, class_input=False
+    )
     decoder = build_decoder(sizes, VOCABULARY, feature_dim=64, locations=9)
     _, step = decoder_functions(decoder, 9, 64)
     model, _ = tf2onnx.convert.from_function(

@@ -49,10 +49,20 @@ SETTINGS = [
     "--calibration_images=6",
     "--eval_beam_sizes=1",
     "--vocab_min_count=1",
+    # The shipped recipe's decoder reads the encoder's ImageNet head (class_input): so does
+    # this run's and the ensemble's; a decoder without it is exported in test_graph_cleanup.
+    "--class_input=true",
 ]
 # A float32 log_softmax row's logsumexp is 0 up to float32 rounding (about 1e-7 per term):
 # 1e-5 leaves room for that, not for a missing normalisation.
 NORMALISED_ATOL = 1e-5
+
+
+def _on_image(attention: np.ndarray, locations: int) -> np.ndarray:
+    """A class_input decoder's attention (N, L + 1) as its step graph returns it: over the
+    image's L locations, renormalised."""
+    on_image = attention[:, :locations]
+    return on_image / on_image.sum(axis=1, keepdims=True)
 
 
 def _assert_normalised(log_probs: np.ndarray) -> None:
@@ -195,7 +205,28 @@ def test_onnx_matches_tensorflow_on_real_images(run, coco_file):
     logits, _, attention = decoder.step(tokens, tf_hidden, tf_memory, tf_keys)
     _assert_normalised(onnx_log_probs)
     np.testing.assert_allclose(onnx_log_probs, tf.nn.log_softmax(logits).numpy(), atol=1e-4)
-    np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-5)
+    assert attention.shape[1] == tf_features.shape[1] + 1  # the class slot
+    np.testing.assert_allclose(onnx_attention.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        onnx_attention, _on_image(attention.numpy(), tf_features.shape[1]), atol=1e-5
+    )
+
+
+def test_the_decoder_reads_the_encoders_frozen_imagenet_head(run, coco_file):
+    from gamelab_export.class_head import imagenet_head
+    from gamelab_export.pipeline import _trained_decoder
+
+    decoder = _trained_decoder(run)  # after train and SCST, which must leave the head alone
+    weight, bias = imagenet_head(run.encoder)
+    assert not decoder.imagenet_head.trainable
+    np.testing.assert_array_equal(decoder.imagenet_head.kernel.numpy(), weight)
+    np.testing.assert_array_equal(decoder.imagenet_head.bias.numpy(), bias)
+    _, images_dir = coco_file
+    captioner = Captioner(pipeline.bundle_dirs(run)["fp32"])
+    pixels = preprocess(os.path.join(images_dir, "chelsea.png"), captioner.bundle.image_spec)
+    features, _ = captioner.encode(pixels[None])
+    classes = decoder.imagenet_head(features.mean(axis=1)).numpy()
+    assert kind_probabilities(classes)[0, [k.singular for k in KINDS].index("cat")] > 0.5
 
 
 def _step_inputs(run, coco_file):
@@ -498,7 +529,8 @@ def test_an_ensemble_step_is_the_normalised_mean_of_its_members_log_probs(ensemb
     _assert_normalised(log_probs)
     expected = tf.nn.log_softmax(np.mean(member_log_probs, axis=0)).numpy()
     np.testing.assert_allclose(log_probs, expected, atol=1e-4)
-    np.testing.assert_allclose(attention, np.mean(member_attention, axis=0), atol=1e-5)
+    expected = _on_image(np.mean(member_attention, axis=0), features.shape[1])
+    np.testing.assert_allclose(attention, expected, atol=1e-5)
 
 
 def test_the_sdk_captions_with_an_int8_ensemble_bundle(ensemble_run, coco_file):
