@@ -49,9 +49,6 @@ SETTINGS = [
     "--calibration_images=6",
     "--eval_beam_sizes=1",
     "--vocab_min_count=1",
-    # The shipped recipe's decoder reads the encoder's ImageNet head (class_input): so does
-    # this run's and the ensemble's; a decoder without it is exported in test_graph_cleanup.
-    "--class_input=true",
 ]
 # A float32 log_softmax row's logsumexp is 0 up to float32 rounding (about 1e-7 per term):
 # 1e-5 leaves room for that, not for a missing normalisation.
@@ -103,20 +100,26 @@ def run(coco_file, ood_file, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ensemble_run(run, tmp_path_factory):
-    """``run`` plus a second, narrower decoder (seed + 1), exported as one ensemble bundle."""
+    """``run`` plus a second, narrower decoder (seed + 1), exported as one ensemble bundle;
+    both decoders read the encoder's ImageNet head (``class_input``), which ``run``'s does not."""
     output = tmp_path_factory.mktemp("ensemble")
     shutil.copytree(
         run.run_dir,
         output,
         dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("onnx", "bundles", "eval"),
+        # run's decoder has no class input: both members train afresh
+        ignore=shutil.ignore_patterns("onnx", "bundles", "eval", "checkpoints*", "scst"),
     )
     # The same encoder: its graphs are kept, as a run that retrains decoders keeps them.
     (output / "onnx").mkdir()
     for name in ("encoder.onnx", "encoder.int8.onnx"):
         shutil.copy(run.run_dir / "onnx" / name, output / "onnx" / name)
     ensemble = dataclasses.replace(
-        run, output=str(output), decoders=2, member_units=f"{run.units},{run.units // 2}"
+        run,
+        output=str(output),
+        decoders=2,
+        member_units=f"{run.units},{run.units // 2}",
+        class_input=True,
     )
     for stage in ("train", "export", "quantize", "bundle"):  # its tests need no evaluation
         pipeline.run_stage(stage, ensemble, progress=False)
@@ -205,24 +208,20 @@ def test_onnx_matches_tensorflow_on_real_images(run, coco_file):
     logits, _, attention = decoder.step(tokens, tf_hidden, tf_memory, tf_keys)
     _assert_normalised(onnx_log_probs)
     np.testing.assert_allclose(onnx_log_probs, tf.nn.log_softmax(logits).numpy(), atol=1e-4)
-    assert attention.shape[1] == tf_features.shape[1] + 1  # the class slot
-    np.testing.assert_allclose(onnx_attention.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(
-        onnx_attention, _on_image(attention.numpy(), tf_features.shape[1]), atol=1e-5
-    )
+    np.testing.assert_allclose(onnx_attention, attention.numpy(), atol=1e-5)
 
 
-def test_the_decoder_reads_the_encoders_frozen_imagenet_head(run, coco_file):
+def test_the_decoder_reads_the_encoders_frozen_imagenet_head(ensemble_run, coco_file):
     from gamelab_export.class_head import imagenet_head
     from gamelab_export.pipeline import _trained_decoder
 
-    decoder = _trained_decoder(run)  # after train and SCST, which must leave the head alone
-    weight, bias = imagenet_head(run.encoder)
+    decoder = _trained_decoder(ensemble_run).members[0]  # trained: the head left alone
+    weight, bias = imagenet_head(ensemble_run.encoder)
     assert not decoder.imagenet_head.trainable
     np.testing.assert_array_equal(decoder.imagenet_head.kernel.numpy(), weight)
     np.testing.assert_array_equal(decoder.imagenet_head.bias.numpy(), bias)
     _, images_dir = coco_file
-    captioner = Captioner(pipeline.bundle_dirs(run)["fp32"])
+    captioner = Captioner(pipeline.bundle_dirs(ensemble_run)["fp32"])
     pixels = preprocess(os.path.join(images_dir, "chelsea.png"), captioner.bundle.image_spec)
     features, _ = captioner.encode(pixels[None])
     classes = decoder.imagenet_head(features.mean(axis=1)).numpy()
