@@ -4,8 +4,8 @@ Unlike the TensorFlow tutorial this carries the GRU state from step to step (the
 resets it every step) and starts it from the mean image feature. With ``class_count`` it also
 reads the encoder's frozen ImageNet head on that mean (``build_decoder`` sets its weights): the
 1,000 probabilities join the initial state and are one more slot the attention can pick, after
-the image's L locations. What 1.2M ImageNet photos taught the head is what 6,000 captioned
-ones cannot teach a decoder (see the model card). The three methods
+the image's L locations (``class_input``; measured and not shipped, see the model card).
+The three methods
 ``initial_state``, ``step`` and ``call`` are exactly what the ONNX graphs of a bundle run:
 ``decoder_init`` = initial_state, ``decoder_step`` = step.
 
@@ -97,8 +97,8 @@ class CaptionDecoder(keras.Model):
     def step(self, token, hidden, memory, keys, training=False):
         """One word: token (N,), hidden (N, U) -> logits (N, V), hidden (N, U), attention (N, M)."""
         query = self.attention_query(hidden)[:, None, :]  # (N, 1, A)
-        scores = self.attention_score(tf.tanh(keys + query))[:, :, 0]  # (N, L)
-        attention = tf.nn.softmax(scores, axis=-1)  # (N, L)
+        scores = self.attention_score(tf.tanh(keys + query))[:, :, 0]  # (N, M)
+        attention = tf.nn.softmax(scores, axis=-1)  # (N, M)
         context = tf.reduce_sum(attention[:, :, None] * memory, axis=1)  # (N, E)
         embedded = self.embedding(token)  # (N, E)
         gru_input = tf.concat([embedded, context], axis=-1)  # (N, 2E)
