@@ -22,10 +22,16 @@ from gamelab_caption.bundle import CLASSES, CLASSES_OUTPUT
 _PREFIX = "class_head/"
 
 
+def has_imagenet_head(encoder: str) -> bool:
+    """Whether encoder ``encoder``'s checkpoint ships its ImageNet head (EfficientNet-Lite;
+    not InceptionV3 from nsfwjs, whose top was retrained)."""
+    return encoder.startswith("efficientnet_lite")
+
+
 def imagenet_head(encoder: str, weights: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """The ImageNet head of encoder ``encoder`` as (weight (1280, 1000), bias (1000,)), or
-    None for an encoder without one (InceptionV3 from nsfwjs: its top was retrained)."""
-    if not encoder.startswith("efficientnet_lite"):
+    None for an encoder without one (``has_imagenet_head``)."""
+    if not has_imagenet_head(encoder):
         return None
     from .efficientnet_lite import _weights_path
     from .torch_checkpoint import load_legacy_state_dict

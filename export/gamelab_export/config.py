@@ -12,6 +12,7 @@ from pathlib import Path
 from gamelab_caption.bundle import check_animal_threshold
 from gamelab_caption.vocabulary import REPEATABLE_WORDS
 
+from .class_head import has_imagenet_head
 from .quantize import DECODER_WEIGHTS
 
 
@@ -92,7 +93,7 @@ class TrainConfig:
             )
         if self.animal_threshold is not None:
             check_animal_threshold(self.animal_threshold)
-        if self.class_input and not self.encoder.startswith("efficientnet_lite"):
+        if self.class_input and not has_imagenet_head(self.encoder):
             raise ValueError(f"class_input needs an EfficientNet-Lite encoder, got {self.encoder}")
         if self.distill_captions < 1:
             raise ValueError(f"distill_captions must be >= 1, got {self.distill_captions}")

@@ -181,14 +181,13 @@ class DecoderEnsemble:
 
 def build_decoder(config, vocab_size: int, feature_dim: int, locations: int) -> CaptionDecoder:
     """A decoder with its weights created (called once on zeros) and, with the config's
-    ``class_input``, its encoder's ImageNet head in place."""
+    ``class_input`` (which TrainConfig allows only for an encoder with a head), its encoder's
+    ImageNet head in place."""
     head = None
     if config.class_input:
         from .class_head import imagenet_head
 
         head = imagenet_head(config.encoder, config.encoder_weights)
-        if head is None:
-            raise ValueError(f"class_input: encoder {config.encoder} has no ImageNet head")
     decoder = CaptionDecoder(
         vocab_size,
         config.embedding_dim,
